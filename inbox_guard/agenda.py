@@ -1,0 +1,81 @@
+"""Agenda notes: one Markdown file per client session, one line per contact.
+
+Each line carries an HTML comment naming the message (invisible when the Markdown is
+rendered), so adding the same message twice adds one line, and the practitioner may
+edit the rest of the file freely.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from pathlib import Path, PurePosixPath
+
+from .files import write_private
+from .rules import one_line
+
+_COUNT = re.compile(r"^Out-of-hours contacts: \d+$", re.MULTILINE)
+_MARKER = re.compile(r"<!-- inbox-guard:([0-9a-f]+) -->")
+UNSCHEDULED = "unscheduled"
+
+
+def relpath(client_id: str, session: datetime | None) -> PurePosixPath:
+    name = session.date().isoformat() if session else UNSCHEDULED
+    return PurePosixPath(client_id, f"{name}.md")
+
+
+def note_line(received_local: datetime, subject: str | None, key: str) -> str:
+    when = f"{received_local:%a} {received_local:%Y-%m-%d %H:%M}"
+    # Angle brackets are softened so a subject can never forge or close a marker.
+    safe = one_line(subject or "").replace("<", "‹").replace(">", "›")
+    about = f": “{safe}”" if safe else ""
+    return f"- {when} — out-of-hours email{about} <!-- inbox-guard:{key} -->"
+
+
+def _title(client_name: str, session: datetime | None) -> str:
+    if session is None:
+        return f"# {client_name} — contacts with no session scheduled"
+    return f"# {client_name} — session {session:%a} {session:%Y-%m-%d %H:%M}"
+
+
+def add_note(
+    agenda_dir: Path, client_id: str, client_name: str, session: datetime | None,
+    line: str, key: str,
+) -> bool:
+    """Add ``line`` unless a line for ``key`` is there; True when the file changed."""
+    path = agenda_dir / relpath(client_id, session)
+    text = path.read_text(encoding="utf-8") if path.exists() else (
+        f"{_title(client_name, session)}\n\nOut-of-hours contacts: 0\n\n"
+    )
+    if key in _MARKER.findall(text):
+        return False
+    if not text.endswith("\n"):
+        text += "\n"
+    text += line + "\n"
+    count = f"Out-of-hours contacts: {len(_MARKER.findall(text))}"
+    if _COUNT.search(text):
+        text = _COUNT.sub(count, text, count=1)
+    else:
+        head, _, rest = text.partition("\n")
+        text = f"{head}\n\n{count}\n{rest}"
+    write_private(path, text)
+    return True
+
+
+def upcoming(agenda_dir: Path, client_id: str | None, today: date) -> list[Path]:
+    """Agenda files for sessions from ``today`` on, and the unscheduled notes."""
+    dirs = [agenda_dir / client_id] if client_id else sorted(
+        p for p in agenda_dir.glob("*") if p.is_dir()
+    )
+    out = []
+    for d in dirs:
+        for f in sorted(d.glob("*.md")):
+            if f.stem == UNSCHEDULED:
+                out.append(f)
+                continue
+            try:
+                if date.fromisoformat(f.stem) >= today:
+                    out.append(f)
+            except ValueError:
+                continue
+    return out

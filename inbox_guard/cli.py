@@ -1,0 +1,200 @@
+"""Command line: ``inbox-guard [--config PATH] [--debug] COMMAND``.
+
+Exit status: 0 success; 2 configuration error; 3 cannot connect or log in; 1 anything
+else. Errors are one line on stderr; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import ConfigError, InboxGuardError
+
+log = logging.getLogger("inbox_guard")
+
+
+class _State:
+    def __init__(self, config: str | None, debug: bool) -> None:
+        self.config = config
+        self.debug = debug
+
+    def settings(self) -> Any:
+        from .config import load
+
+        return load(self.config)
+
+
+def _parse_now(value: str | None, settings: Any) -> datetime:
+    if value is None:
+        return datetime.now(UTC).astimezone(settings.tz)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not ISO 8601 (like 2026-11-17T06:00:00+00:00)", param_hint="--now"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=settings.tz)
+
+
+@contextmanager
+def _session(settings: Any, dry_run: bool) -> Iterator[tuple[Any, Any]]:
+    """A logged-in mailbox and the state store (a throwaway copy for dry runs)."""
+    from .credentials import password
+    from .mailbox import Mailbox
+    from .store import Store
+
+    store = Store.snapshot(settings.state_path) if dry_run else Store.open(settings.state_path)
+    try:
+        secret = password(settings.main.account, "account", settings.path)
+        mailbox = Mailbox.connect(settings.main.account, secret)
+        try:
+            yield mailbox, store
+        finally:
+            mailbox.logout()
+    finally:
+        store.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "config", metavar="PATH",
+    help="Main config file (default: $INBOX_GUARD_CONFIG, else config/inbox-guard.toml).",
+)
+@click.option("--debug", is_flag=True, help="Verbose logs and tracebacks on errors.")
+@click.version_option(__version__, prog_name="inbox-guard")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
+    """Holds the frame when clients email out of hours.
+
+    Marks out-of-hours mail from known clients, saves a neutral holding reply as a
+    draft (it never sends anything to a client), and notes the contact on the
+    client's next-session agenda.
+    """
+    ctx.obj = _State(config, debug)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@cli.command()
+@click.option("--connect", is_flag=True, help="Also log in and report the inbox and Drafts folder.")
+@click.option("--now", metavar="ISO", help="Clock for the next-session listing.")
+@click.pass_obj
+def check(state: _State, connect: bool, now: str | None) -> None:
+    """Validate the config and every client file; list clients and next sessions."""
+    from .sessions import next_session
+
+    settings = state.settings()
+    clock = _parse_now(now, settings)
+    click.echo(f"config: {settings.path} ok ({len(settings.clients)} client files)")
+    for c in settings.clients.values():
+        nxt = next_session(c.sessions, clock, settings.tz)
+        when = f"{nxt:%a %Y-%m-%d %H:%M}" if nxt else "no session scheduled"
+        status = "" if c.active else " (inactive)"
+        click.echo(f"  {c.id}: next session {when}{status}")
+    if connect:
+        with _session(settings, dry_run=True) as (mailbox, _store):
+            caps = set(mailbox.capabilities())
+            have = [n for n in ("IDLE", "CONDSTORE", "SPECIAL-USE", "MULTIAPPEND")
+                    if n.encode() in caps]
+            status = mailbox.open(settings.main.account.inbox, read_only=True)
+            drafts = mailbox.find_drafts(settings.main.account.drafts)
+            acct = settings.main.account
+            click.echo(f"server: {acct.host}:{acct.effective_port} ({acct.security}) login ok")
+            click.echo(f"  capabilities: {', '.join(have) or 'none that matter'}")
+            click.echo(f"  inbox: {acct.inbox} ({status.exists} messages)")
+            click.echo(f"  drafts: {drafts}")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Change nothing anywhere; report what would be done.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("--now", metavar="ISO", help="Clock for next-session choice (ISO 8601).")
+@click.pass_obj
+def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
+    """Run one triage pass, then exit."""
+    from .triage import run_pass
+
+    settings = state.settings()
+    clock = _parse_now(now, settings)
+    with _session(settings, dry_run) as (mailbox, store):
+        result = run_pass(settings, mailbox, store, clock, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(result.as_json(), ensure_ascii=False))
+        return
+    prefix = "would flag" if dry_run else "flagged"
+    click.echo(
+        f"scanned {result.scanned}; {prefix} {len(result.flagged)}; "
+        f"ignored {len(result.ignored)}; errors {len(result.errors)}"
+    )
+    for f in result.flagged:
+        draft = "draft" if f["draft"] else f"no draft ({f['suppressed']})"
+        click.echo(f"  {f['received']}  {f['client']}  {draft}  -> {f['agenda']}")
+    for i in result.ignored:
+        click.echo(f"  uid {i['uid']}  {i['client']}  ignored: {i['reason']}")
+    for e in result.errors:
+        click.echo(f"  uid {e['uid']}  error: {e['error']}")
+
+
+@cli.command()
+@click.argument("client_id", required=False)
+@click.option("--now", metavar="ISO", help="Clock for what counts as upcoming.")
+@click.pass_obj
+def agenda(state: _State, client_id: str | None, now: str | None) -> None:
+    """Print the upcoming agenda notes (all clients, or CLIENT-ID)."""
+    from . import agenda as agenda_files
+
+    settings = state.settings()
+    if client_id is not None and client_id not in settings.clients:
+        raise ConfigError(f"no client {client_id!r} in {settings.clients_dir}")
+    today = _parse_now(now, settings).astimezone(settings.tz).date()
+    files = agenda_files.upcoming(settings.agenda_dir, client_id, today)
+    if not files:
+        click.echo("no upcoming agenda notes")
+    for f in files:
+        click.echo(f.read_text(encoding="utf-8").rstrip() + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="inbox-guard", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("inbox-guard: aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except InboxGuardError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"inbox-guard: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 1
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"inbox-guard: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for details)",
+            err=True,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Compose messages: the holding-reply draft (and later the digest).
+
+Pure: the caller passes ``now``. Headers are built with the standard ``email``
+package; every value taken from a client's message is folded onto one line first, so
+CR/LF in a subject can never start a new header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+
+import jinja2
+
+from . import rules
+from .config import Settings
+
+
+def message_key(h: rules.Headers, received: datetime) -> str:
+    """A stable name for one client message, the same under any UID or UIDVALIDITY."""
+    when = received.astimezone(UTC).isoformat()
+    basis = "\x00".join([h.message_id or "", h.from_addr or "", when])
+    return hashlib.sha256(basis.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def draft_message_id(key: str, settings: Settings) -> str:
+    domain = settings.main.therapist.email.rsplit("@", 1)[1]
+    return f"<inbox-guard.{key}@{domain}>"
+
+
+def session_text(session: datetime | None) -> str | None:
+    if session is None:
+        return None
+    return f"{session:%A} {session.day} {session:%B} at {session:%H:%M}"
+
+
+def template_env(override_dir: Path | None) -> jinja2.Environment:
+    """Templates shipped in the package, overridden by same-named files in config/templates/."""
+    loaders: list[jinja2.BaseLoader] = []
+    if override_dir is not None and override_dir.is_dir():
+        loaders.append(jinja2.FileSystemLoader(str(override_dir)))
+    loaders.append(jinja2.PackageLoader("inbox_guard", "templates"))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def draft(
+    *,
+    settings: Settings,
+    env: jinja2.Environment,
+    subject: str,
+    message_id: str | None,
+    references: tuple[str, ...],
+    to: str,
+    key: str,
+    session: datetime | None,
+    risk: bool,
+    now: datetime,
+) -> EmailMessage:
+    t = settings.main.therapist
+    body = env.get_template("draft_urgent.txt.j2" if risk else "draft.txt.j2").render(
+        session=session,
+        session_text=session_text(session),
+        name_session=t.drafts_name_session,
+        emergency_text=t.emergency_text,
+        therapist_name=t.name,
+    )
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = Address(rules.one_line(t.name), addr_spec=t.email)
+    msg["To"] = to
+    msg["Subject"] = rules.reply_subject(subject)
+    if message_id:
+        msg["In-Reply-To"] = message_id
+        msg["References"] = " ".join([*references, message_id])
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = draft_message_id(key, settings)
+    msg.set_content(body, charset="utf-8")
+    return msg

@@ -1,0 +1,463 @@
+"""Configuration: the main TOML file and one TOML file per client.
+
+Validated once, here, into frozen models; nothing deeper reads files or the
+environment for settings. Every problem becomes one :class:`ConfigError` line naming
+the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, time
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import hours
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+from .sessions import Sessions, parse_rrule
+
+DEFAULT_PATH = Path("config/inbox-guard.toml")
+ENV_VAR = "INBOX_GUARD_CONFIG"
+
+_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
+# RFC 3501 atom: no specials; a keyword may start with "$" but not "\\".
+_KEYWORD = re.compile(r"^[^\s(){%*\"\\\]\x00-\x1f\x7f]+$")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _email(value: str) -> str:
+    value = value.strip().lower()
+    if not _EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+def _imap_keyword(value: str) -> str:
+    if not _KEYWORD.match(value):
+        raise ValueError(f"{value!r} is not a valid IMAP keyword")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Secret(_Strict):
+    """A password comes from the environment or a command, never from the file."""
+
+    password_env: str | None = None
+    password_command: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "passwords do not belong in config files; use password_env or password_command"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _Secret:
+        if self.password_env and self.password_command:
+            raise ValueError("set password_env or password_command, not both")
+        return self
+
+
+class Therapist(_Strict):
+    name: str = Field(min_length=1)
+    email: str
+    addresses: tuple[str, ...] = ()
+    emergency_text: str = Field(min_length=1)
+    drafts_name_session: bool = True
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        return _email(v)
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_email(a) for a in v)
+
+    @property
+    def all_addresses(self) -> tuple[str, ...]:
+        """``addresses`` with ``email`` always among them."""
+        return self.addresses if self.email in self.addresses else (self.email, *self.addresses)
+
+
+Security = Literal["tls", "starttls", "plain"]
+
+
+class _Server(_Secret):
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Security = "tls"
+    ca_file: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _plain_only_on_loopback(self) -> _Server:
+        if self.security == "plain" and not is_loopback(self.host):
+            raise ValueError(
+                f"security = \"plain\" is only allowed to a loopback host, not {self.host!r}; "
+                "use \"tls\" or \"starttls\""
+            )
+        return self
+
+
+class Account(_Server):
+    username: str = Field(min_length=1)
+    inbox: str = "INBOX"
+    drafts: str = ""
+
+    @model_validator(mode="after")
+    def _needs_password(self) -> Account:
+        if not (self.password_env or self.password_command):
+            raise ValueError("no password source: set password_env or password_command")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security == "tls" else 143)
+
+
+class Smtp(_Server):
+    security: Security = "starttls"
+    username: str | None = None
+
+    @model_validator(mode="after")
+    def _password_with_username(self) -> Smtp:
+        if self.username and not (self.password_env or self.password_command):
+            raise ValueError("username is set but no password_env or password_command")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"tls": 465, "starttls": 587, "plain": 25}[self.security]
+
+
+class Hours(_Strict):
+    mon: tuple[str, ...] = ()
+    tue: tuple[str, ...] = ()
+    wed: tuple[str, ...] = ()
+    thu: tuple[str, ...] = ()
+    fri: tuple[str, ...] = ()
+    sat: tuple[str, ...] = ()
+    sun: tuple[str, ...] = ()
+    closed: tuple[str, ...] = ()
+
+    @field_validator(*hours.WEEKDAYS)
+    @classmethod
+    def _day(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        hours.parse_day(list(v))
+        return v
+
+    @field_validator("closed")
+    @classmethod
+    def _closed(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            hours.parse_closed(item)
+        return v
+
+
+class Triage(_Strict):
+    clients_dir: str = "clients"
+    keyword: str = "$OutOfHours"
+    drafts: Literal["per-window", "per-message", "off"] = "per-window"
+    poll_minutes: int = Field(default=5, ge=1, le=1440)
+    lookback_days: int = Field(default=7, ge=0, le=3650)
+
+    @field_validator("keyword")
+    @classmethod
+    def _keyword(cls, v: str) -> str:
+        return _imap_keyword(v)
+
+
+class Risk(_Strict):
+    keyword: str = "$NeedsAttention"
+    phrases: tuple[str, ...] = ()
+    alert: bool = True
+
+    @field_validator("keyword")
+    @classmethod
+    def _keyword(cls, v: str) -> str:
+        return _imap_keyword(v)
+
+
+class Agenda(_Strict):
+    dir: str = "agendas"
+    include_subjects: bool = True
+
+
+class Digest(_Strict):
+    to: str = ""
+    at: str = "07:30"
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = (
+        "mon", "tue", "wed", "thu", "fri",
+    )
+    deliver: Literal["imap", "smtp"] = "imap"
+    include_subjects: bool = False
+    send_empty: bool = False
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: str) -> str:
+        try:
+            time.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a time like \"07:30\"") from None
+        return v
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, v: str) -> str:
+        return _email(v) if v else ""
+
+
+class State(_Strict):
+    path: str = "state/inbox-guard.sqlite3"
+    retain_days: int = Field(default=400, ge=1)
+
+
+class MainConfig(_Strict):
+    timezone: str
+    therapist: Therapist
+    account: Account
+    hours: Hours = Hours()
+    triage: Triage = Triage()
+    risk: Risk = Risk()
+    agenda: Agenda = Agenda()
+    digest: Digest = Digest()
+    smtp: Smtp | None = None
+    state: State = State()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone (like \"Europe/London\")") from None
+        return v
+
+    @model_validator(mode="after")
+    def _digest_goes_to_the_practitioner(self) -> MainConfig:
+        if self.digest.to and self.digest.to not in self.therapist.all_addresses:
+            raise ValueError(
+                f"digest.to {self.digest.to!r} must be one of therapist.addresses"
+            )
+        if self.digest.deliver == "smtp" and self.smtp is None:
+            raise ValueError("digest.deliver = \"smtp\" needs an [smtp] section")
+        return self
+
+
+class _RruleSessions(_Strict):
+    rrule: str
+    start: datetime
+
+    @model_validator(mode="after")
+    def _valid(self) -> _RruleSessions:
+        if self.start.tzinfo is not None:
+            raise ValueError("start is local to the practice's timezone; give no offset")
+        parse_rrule(self.rrule, self.start)
+        return self
+
+
+class _DateSessions(_Strict):
+    dates: tuple[datetime, ...]
+
+    @field_validator("dates")
+    @classmethod
+    def _naive(cls, v: tuple[datetime, ...]) -> tuple[datetime, ...]:
+        if any(d.tzinfo is not None for d in v):
+            raise ValueError("dates are local to the practice's timezone; give no offset")
+        return v
+
+
+class ClientFile(_Strict):
+    name: str = Field(min_length=1)
+    emails: tuple[str, ...] = Field(min_length=1)
+    sessions: _RruleSessions | _DateSessions | None = None
+    active: bool = True
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_email(e) for e in v)
+
+
+@dataclass(frozen=True)
+class Client:
+    id: str
+    name: str
+    emails: tuple[str, ...]
+    sessions: Sessions
+    active: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything loaded and checked: the main file, the clients, derived schedule."""
+
+    path: Path
+    main: MainConfig
+    clients: dict[str, Client]
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.main.timezone)
+
+    @cached_property
+    def schedule(self) -> hours.Schedule:
+        h = self.main.hours
+        days = {
+            i: hours.parse_day(list(getattr(h, name))) for i, name in enumerate(hours.WEEKDAYS)
+        }
+        closed = tuple(hours.parse_closed(c) for c in h.closed)
+        return hours.Schedule(tz=self.tz, days={k: v for k, v in days.items() if v}, closed=closed)
+
+    def resolve(self, path: str) -> Path:
+        """Relative paths in the main file are relative to the main file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base / p
+
+    @property
+    def clients_dir(self) -> Path:
+        return self.resolve(self.main.triage.clients_dir)
+
+    @property
+    def agenda_dir(self) -> Path:
+        return self.resolve(self.main.agenda.dir)
+
+    @property
+    def state_path(self) -> Path:
+        return self.resolve(self.main.state.path)
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.base / "templates"
+
+    @property
+    def digest_to(self) -> str:
+        return self.main.digest.to or self.main.therapist.email
+
+    @cached_property
+    def client_by_email(self) -> dict[str, Client]:
+        return {e: c for c in self.clients.values() if c.active for e in c.emails}
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("_RruleSessions", "_DateSessions"):
+            continue
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _message(err: ErrorDetails) -> str:
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return msg
+
+
+def _validation_error(file: Path, exc: ValidationError) -> ConfigError:
+    errors = exc.errors()
+    # A union (sessions) reports one error per alternative; the first is enough.
+    first = errors[0]
+    more = len({_where(e["loc"]) for e in errors}) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
+    return ConfigError(f"{file}: {_where(first['loc'])}: {_message(first)}{tail}")
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read: {exc}") from None
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else DEFAULT_PATH
+
+
+def _load_client(file: Path) -> Client:
+    data = _read_toml(file)
+    try:
+        cf = ClientFile.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(file, exc) from None
+    s = cf.sessions
+    if isinstance(s, _RruleSessions):
+        sessions = Sessions(rule=parse_rrule(s.rrule, s.start))
+    elif isinstance(s, _DateSessions):
+        sessions = Sessions(dates=tuple(sorted(s.dates)))
+    else:
+        sessions = Sessions()
+    return Client(id=file.stem, name=cf.name, emails=cf.emails, sessions=sessions, active=cf.active)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load and check the main file and every client file; raise ConfigError."""
+    file = config_path(path)
+    data = _read_toml(file)
+    try:
+        main = MainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(file, exc) from None
+    settings = Settings(path=file, main=main, clients={})
+    cdir = settings.clients_dir
+    if not cdir.is_dir():
+        raise ConfigError(f"{file}: triage.clients_dir: {cdir} is not a folder")
+    clients: dict[str, Client] = {}
+    owner: dict[str, Path] = {}
+    therapist = set(main.therapist.all_addresses)
+    for cfile in sorted(cdir.glob("*.toml")):
+        client = _load_client(cfile)
+        for e in client.emails:
+            if e in therapist:
+                raise ConfigError(f"{cfile}: emails: {e!r} is one of the therapist's addresses")
+            if e in owner:
+                raise ConfigError(f"{cfile}: emails: {e!r} is also a client email in {owner[e]}")
+            owner[e] = cfile
+        clients[client.id] = client
+    return Settings(path=file, main=main, clients=clients)

@@ -1,0 +1,248 @@
+"""The one module that talks IMAP (imapclient).
+
+Everything IMAP-specific lives here: TLS, login, SPECIAL-USE, UIDVALIDITY, batching
+into compact UID sets. Library and socket exceptions are translated once, at this
+boundary, into :mod:`inbox_guard.errors`. Client messages are only ever read with
+BODY.PEEK (their \\Seen flag never changes) and only ever given keywords/flags.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import ssl
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import imapclient
+from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.response_parser import parse_fetch_response
+
+from .config import Account
+from .errors import AuthError, ConnectError, MailboxError
+
+FETCH_BATCH = 2000
+_COMMON_DRAFTS = ("Drafts", "INBOX.Drafts", "INBOX/Drafts", "[Gmail]/Drafts", "Draft")
+
+
+@dataclass(frozen=True)
+class Status:
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+    permanent_flags: tuple[bytes, ...]
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class Fetched:
+    uid: int
+    internaldate: datetime  # aware, as the server gave it
+    header: bytes
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """Compact IMAP sequence set: [1,2,3,7,9,10] -> "1:3,7,9:10"."""
+    out: list[str] = []
+    run: list[int] = []
+    for u in sorted(set(uids)):
+        if run and u == run[-1] + 1:
+            run.append(u)
+            continue
+        if run:
+            out.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [u]
+    if run:
+        out.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def _batches(uids: Sequence[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(uids), size):
+        yield list(uids[i : i + size])
+
+
+def _ssl_context(account: Account) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=account.ca_file or None)
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except TimeoutError as exc:
+        raise ConnectError(f"IMAP server timed out during {what}") from exc
+    except ssl.SSLError as exc:
+        raise ConnectError(f"TLS failed during {what}: {exc.reason or exc}") from exc
+    except (imaplib.IMAP4.abort, ConnectionError, OSError) as exc:
+        raise ConnectError(f"lost the IMAP connection during {what}: {exc}") from exc
+    except IMAPClientError as exc:
+        raise MailboxError(f"IMAP {what} failed: {exc}") from exc
+
+
+class Mailbox:
+    """A logged-in IMAP connection and the few operations a pass needs."""
+
+    def __init__(self, client: imapclient.IMAPClient) -> None:
+        self._c = client
+        self._selected: str | None = None
+
+    # -- connection --------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, account: Account, password: str) -> Mailbox:
+        where = f"{account.host}:{account.effective_port}"
+        try:
+            client = imapclient.IMAPClient(
+                account.host,
+                port=account.effective_port,
+                ssl=account.security == "tls",
+                ssl_context=_ssl_context(account) if account.security == "tls" else None,
+                timeout=account.timeout_seconds,
+            )
+            client.normalise_times = False  # keep INTERNALDATE aware
+            if account.security == "starttls":
+                client.starttls(_ssl_context(account))
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectError(
+                f"cannot verify the TLS certificate of {where}: {exc.verify_message}"
+                " (set account.ca_file for a private CA)"
+            ) from exc
+        except (OSError, imaplib.IMAP4.error, IMAPClientError) as exc:
+            raise ConnectError(f"cannot connect to {where}: {exc}") from exc
+        try:
+            client.login(account.username, password)
+        except LoginError as exc:
+            _quietly_close(client)
+            # The server's text is kept, the password never is.
+            raise AuthError(
+                f"{where} refused the login for {account.username!r}: "
+                f"{_text(exc).replace(password, '***') if password else _text(exc)}"
+            ) from None
+        except (OSError, imaplib.IMAP4.error, IMAPClientError) as exc:
+            _quietly_close(client)
+            raise ConnectError(f"cannot log in to {where}: {exc}") from exc
+        return cls(client)
+
+    def logout(self) -> None:
+        try:
+            self._c.logout()
+        except (OSError, imaplib.IMAP4.error, IMAPClientError):
+            _quietly_close(self._c)
+
+    def capabilities(self) -> tuple[bytes, ...]:
+        with _translated("CAPABILITY"):
+            return tuple(self._c.capabilities())
+
+    # -- the inbox ---------------------------------------------------------------
+
+    def open(self, folder: str, read_only: bool) -> Status:
+        """SELECT (or EXAMINE, for dry runs) ``folder``."""
+        with _translated(f"{'EXAMINE' if read_only else 'SELECT'} {folder}"):
+            try:
+                r = self._c.select_folder(folder, readonly=read_only)
+            except IMAPClientError as exc:
+                raise MailboxError(f"cannot open folder {folder!r}: {_text(exc)}") from None
+        self._selected = folder
+        return Status(
+            uidvalidity=int(r[b"UIDVALIDITY"]),
+            uidnext=int(r[b"UIDNEXT"]) if b"UIDNEXT" in r else None,
+            exists=int(r.get(b"EXISTS", 0)),
+            permanent_flags=tuple(r.get(b"PERMANENTFLAGS", ())),
+            read_only=bool(r.get(b"READ-ONLY", [False])) if b"READ-ONLY" in r else read_only,
+        )
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        # "UID n:*" always includes the highest UID even when it is below n (RFC 3501
+        # 6.4.8), so the answer is filtered.
+        with _translated("SEARCH"):
+            found = self._c.search(["UID", f"{last_uid + 1}:*"])
+        return sorted(u for u in found if u > last_uid)
+
+    def uids_since(self, day: date) -> list[int]:
+        """UIDs that arrived on or after ``day`` in the server's zone (whole days)."""
+        with _translated("SEARCH"):
+            return sorted(self._c.search(["SINCE", day]))
+
+    def highest_uid(self) -> int:
+        with _translated("SEARCH"):
+            found = self._c.search(["UID", "*"])
+        return max(found, default=0)
+
+    def fetch_headers(self, uids: Sequence[int], fields: Sequence[str]) -> Iterator[Fetched]:
+        """INTERNALDATE and the named header fields, never a body, never \\Seen."""
+        section = f"BODY.PEEK[HEADER.FIELDS ({' '.join(f.upper() for f in fields)})]"
+        key = f"BODY[HEADER.FIELDS ({' '.join(f.upper() for f in fields)})]".encode()
+        for batch in _batches(sorted(uids), FETCH_BATCH):
+            with _translated("FETCH"):
+                data = self._fetch(uid_set(batch), ["INTERNALDATE", section])
+            for uid in batch:
+                item = data.get(uid)
+                if item is None:
+                    continue  # expunged by someone else meanwhile
+                header = item.get(key)
+                if header is None:
+                    header = next((v for k, v in item.items() if k.startswith(b"BODY[")), b"")
+                yield Fetched(uid=uid, internaldate=item[b"INTERNALDATE"], header=header or b"")
+
+    def _fetch(self, uids: str, parts: list[str]) -> dict[int, dict[bytes, Any]]:
+        # imapclient's fetch() insists on a list of single UIDs (a 100k-long argument
+        # that servers reject); this sends the compact set and parses the same way.
+        data = self._c._raw_command_untagged(
+            b"FETCH", [uids.encode(), ("(" + " ".join(parts) + ")").encode()], uid=True
+        )
+        return dict(parse_fetch_response(data, normalise_times=False, uid_is_key=True))
+
+    def add_flags(self, uids: Iterable[int], flags: Sequence[str]) -> None:
+        """One STORE +FLAGS.SILENT per batch of UIDs; other flags are untouched."""
+        uids = sorted(set(uids))
+        for batch in _batches(uids, 10_000):
+            with _translated("STORE"):
+                self._c.add_flags(uid_set(batch), list(flags), silent=True)
+
+    # -- drafts ------------------------------------------------------------------
+
+    def find_drafts(self, configured: str) -> str:
+        """The Drafts folder: as configured, else SPECIAL-USE \\Drafts, else a common name."""
+        with _translated("LIST"):
+            if configured:
+                if not self._c.folder_exists(configured):
+                    raise MailboxError(f"account.drafts: folder {configured!r} does not exist")
+                return configured
+            found = self._c.find_special_folder(imapclient.DRAFTS)
+            if not found:
+                for name in _COMMON_DRAFTS:
+                    if self._c.folder_exists(name):
+                        found = name
+                        break
+        if not found:
+            raise MailboxError(
+                "no Drafts folder found (no SPECIAL-USE \\Drafts, no common name); "
+                "create one or set account.drafts"
+            )
+        return str(found)
+
+    def has_message_id(self, folder: str, message_id: str) -> bool:
+        with _translated(f"SEARCH {folder}"):
+            if self._selected != folder:
+                self._c.select_folder(folder, readonly=True)
+                self._selected = folder
+            return bool(self._c.search(["HEADER", "Message-ID", message_id]))
+
+    def append(self, folder: str, message: bytes, flags: Sequence[str], when: datetime) -> None:
+        with _translated(f"APPEND {folder}"):
+            self._c.append(folder, message, flags=list(flags), msg_time=when)
+
+
+def _text(exc: BaseException) -> str:
+    s = str(exc)
+    if s.startswith("b'") or s.startswith('b"'):
+        s = s[2:-1]
+    return s
+
+
+def _quietly_close(client: imapclient.IMAPClient) -> None:
+    with suppress(OSError, imaplib.IMAP4.error, IMAPClientError):
+        client.shutdown()

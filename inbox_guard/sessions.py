@@ -1,0 +1,67 @@
+"""A client's sessions: the first one starting after a given instant.
+
+Sessions are local wall-clock times in the practice's zone, either a list of dates or
+an RFC 5545 RRULE expanded by dateutil. A weekly 10:00 session stays at 10:00 local
+across daylight-saving changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from dateutil.rrule import rrule, rrulestr
+
+# A repeated local hour can make naive and aware order disagree by up to an hour,
+# so the RRULE search starts a little early and filters on aware times.
+_SLACK = timedelta(hours=3)
+_MAX_OCCURRENCES = 10_000
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """Either ``rule`` (with its naive local start) or ``dates`` (naive local)."""
+
+    rule: rrule | None = None
+    dates: tuple[datetime, ...] = ()
+
+
+def parse_rrule(text: str, start: datetime) -> rrule:
+    """Parse an RRULE anchored at naive local ``start``; ValueError when invalid."""
+    body = text.removeprefix("RRULE:")
+    try:
+        rule = rrulestr(body, dtstart=start)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{text!r} is not a valid RRULE ({exc})") from None
+    if not isinstance(rule, rrule):
+        raise ValueError(f"{text!r} must be a single RRULE")
+    return rule
+
+
+def _aware(naive: datetime, tz: ZoneInfo) -> datetime:
+    # In a skipped hour (spring forward) fold=0 maps forward the way clocks do.
+    return naive.replace(tzinfo=tz)
+
+
+def next_session(sessions: Sessions, after: datetime, tz: ZoneInfo) -> datetime | None:
+    """The first session starting strictly after ``after`` (aware), as aware local time."""
+    # Compared in UTC: Python compares two datetimes sharing a tzinfo by wall clock,
+    # ignoring fold, which is wrong inside a repeated hour.
+    after_utc = after.astimezone(UTC)
+    after_local = after.astimezone(tz).replace(tzinfo=None)
+    candidates: list[datetime] = []
+    for d in sorted(sessions.dates):
+        a = _aware(d, tz)
+        if a.astimezone(UTC) > after_utc:
+            candidates.append(a)
+            break
+    if sessions.rule is not None:
+        for seen, occ in enumerate(sessions.rule.xafter(after_local - _SLACK, inc=True)):
+            a = _aware(occ, tz)
+            if a.astimezone(UTC) > after_utc:
+                candidates.append(a)
+                break
+            if seen > _MAX_OCCURRENCES:
+                break
+    return min(candidates, key=lambda c: c.astimezone(UTC)) if candidates else None

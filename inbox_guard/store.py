@@ -1,0 +1,266 @@
+"""The state store: what was seen, decided and done, per mailbox and per message.
+
+SQLite (stdlib) in WAL mode, owner-only, with numbered migrations applied at start-up
+inside transactions. A contact is written as *planned* before anything is done to the
+mailbox, and each step (keyword, agenda line, draft) is recorded as it completes, so a
+crash at any point is finished by the next pass and nothing happens twice.
+
+Only metadata is kept: times, client ids, Message-IDs, subjects (while a draft or a
+digest still needs them). Never a message body.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .errors import StoreError
+from .files import FILE_MODE, private_dir
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: mailboxes and contacts
+    """
+    CREATE TABLE mailbox (
+        name TEXT PRIMARY KEY,
+        uidvalidity INTEGER NOT NULL,
+        last_uid INTEGER NOT NULL
+    );
+    CREATE TABLE contact (
+        key TEXT PRIMARY KEY,
+        client TEXT NOT NULL,
+        mailbox TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        received TEXT NOT NULL,
+        address TEXT NOT NULL,
+        message_id TEXT,
+        refs TEXT NOT NULL DEFAULT '',
+        subject TEXT,
+        draft INTEGER NOT NULL,
+        suppressed TEXT,
+        window TEXT NOT NULL,
+        session TEXT,
+        agenda TEXT NOT NULL,
+        risk INTEGER NOT NULL DEFAULT 0,
+        keyword_done INTEGER NOT NULL DEFAULT 0,
+        agenda_done INTEGER NOT NULL DEFAULT 0,
+        draft_tried INTEGER NOT NULL DEFAULT 0,
+        draft_done INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        planned_at TEXT NOT NULL,
+        done_at TEXT
+    );
+    CREATE INDEX contact_pending ON contact(done_at) WHERE done_at IS NULL;
+    CREATE INDEX contact_client_window ON contact(client, window);
+    CREATE INDEX contact_received ON contact(received);
+    """,
+)
+
+# A message whose steps failed this many passes running is given up on (and stays
+# visible as an error) instead of being retried for ever.
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Contact:
+    key: str
+    client: str
+    mailbox: str
+    uidvalidity: int
+    uid: int
+    received: datetime
+    address: str
+    message_id: str | None
+    refs: tuple[str, ...]
+    subject: str | None
+    draft: bool
+    suppressed: str | None
+    window: str
+    session: datetime | None
+    agenda: str
+    risk: bool
+    keyword_done: bool = False
+    agenda_done: bool = False
+    draft_tried: bool = False
+    draft_done: bool = False
+    attempts: int = 0
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _row(r: sqlite3.Row) -> Contact:
+    return Contact(
+        key=r["key"], client=r["client"], mailbox=r["mailbox"], uidvalidity=r["uidvalidity"],
+        uid=r["uid"], received=datetime.fromisoformat(r["received"]), address=r["address"],
+        message_id=r["message_id"], refs=tuple(r["refs"].split()), subject=r["subject"],
+        draft=bool(r["draft"]), suppressed=r["suppressed"], window=r["window"],
+        session=_dt(r["session"]), agenda=r["agenda"], risk=bool(r["risk"]),
+        keyword_done=bool(r["keyword_done"]), agenda_done=bool(r["agenda_done"]),
+        draft_tried=bool(r["draft_tried"]), draft_done=bool(r["draft_done"]),
+        attempts=r["attempts"],
+    )
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection, where: str) -> None:
+        self._db = conn
+        self._where = where
+        self._db.row_factory = sqlite3.Row
+
+    # -- opening -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating, 0600 in a 0700 folder) and migrate the state file."""
+        try:
+            private_dir(path.parent)
+            if not path.exists():
+                path.touch(mode=FILE_MODE)
+            path.chmod(FILE_MODE)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+            store = cls(conn, str(path))
+            store._execute("PRAGMA journal_mode=WAL")
+            store._execute("PRAGMA synchronous=FULL")
+            store._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot use the state file: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the state file: {exc.strerror}") from exc
+        return store
+
+    @classmethod
+    def snapshot(cls, path: Path) -> Store:
+        """An in-memory copy for dry runs: reads the file if any, never writes it."""
+        mem = sqlite3.connect(":memory:", isolation_level=None)
+        if path.exists():
+            try:
+                src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                src.backup(mem)
+                src.close()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{path}: cannot read the state file: {exc}") from exc
+        store = cls(mem, str(path))
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _execute(self, sql: str, params: Iterable[object] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._where}: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._execute("COMMIT")
+
+    def _migrate(self) -> None:
+        self._execute(
+            "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied_at TEXT)"
+        )
+        row = self._execute("SELECT MAX(version) FROM migrations").fetchone()
+        current = row[0] or 0
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self._where}: state file is from a newer inbox-guard (schema {current}, "
+                f"this version knows {len(MIGRATIONS)}); upgrade inbox-guard"
+            )
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.transaction():
+                for statement in filter(str.strip, script.split(";")):
+                    self._execute(statement)
+                self._execute(
+                    "INSERT INTO migrations VALUES (?, ?)",
+                    (version, datetime.now(UTC).isoformat()),
+                )
+
+    # -- mailbox position --------------------------------------------------------
+
+    def position(self, mailbox: str) -> tuple[int, int] | None:
+        """(UIDVALIDITY, highest UID handled) for ``mailbox``, or None before any pass."""
+        row = self._execute(
+            "SELECT uidvalidity, last_uid FROM mailbox WHERE name = ?", (mailbox,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set_position(self, mailbox: str, uidvalidity: int, last_uid: int) -> None:
+        self._execute(
+            "INSERT INTO mailbox VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid",
+            (mailbox, uidvalidity, last_uid),
+        )
+
+    # -- contacts ----------------------------------------------------------------
+
+    def known(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._execute(f"SELECT key FROM contact WHERE key IN ({marks})", chunk)
+            found.update(r[0] for r in rows)
+        return found
+
+    def drafted_windows(self) -> set[tuple[str, str]]:
+        rows = self._execute("SELECT DISTINCT client, window FROM contact WHERE draft = 1")
+        return {(r[0], r[1]) for r in rows}
+
+    def add(self, c: Contact, now: datetime) -> None:
+        self._execute(
+            "INSERT INTO contact (key, client, mailbox, uidvalidity, uid, received, address, "
+            "message_id, refs, subject, draft, suppressed, window, session, agenda, risk, "
+            "planned_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                c.key, c.client, c.mailbox, c.uidvalidity, c.uid, c.received.isoformat(),
+                c.address, c.message_id, " ".join(c.refs), c.subject, int(c.draft),
+                c.suppressed, c.window, c.session.isoformat() if c.session else None,
+                c.agenda, int(c.risk), now.isoformat(),
+            ),
+        )
+
+    def pending(self) -> list[Contact]:
+        rows = self._execute(
+            "SELECT * FROM contact WHERE done_at IS NULL AND attempts < ? "
+            "ORDER BY received, key",
+            (MAX_ATTEMPTS,),
+        )
+        return [_row(r) for r in rows]
+
+    def mark(self, keys: Iterable[str], step: str) -> None:
+        """Record that ``step`` (keyword_done, agenda_done, draft_tried, draft_done) happened."""
+        if step not in ("keyword_done", "agenda_done", "draft_tried", "draft_done"):
+            raise ValueError(step)
+        with self.transaction():
+            for key in keys:
+                self._execute(f"UPDATE contact SET {step} = 1 WHERE key = ?", (key,))
+
+    def failed(self, key: str, error: str) -> None:
+        self._execute(
+            "UPDATE contact SET attempts = attempts + 1, last_error = ? WHERE key = ?",
+            (error, key),
+        )
+
+    def complete(self, key: str, now: datetime, keep_subject: bool) -> None:
+        """All steps done: close the contact and drop what is no longer needed."""
+        self._execute(
+            "UPDATE contact SET done_at = ?, refs = '', last_error = NULL"
+            + ("" if keep_subject else ", subject = NULL")
+            + " WHERE key = ?",
+            (now.isoformat(), key),
+        )

@@ -1,0 +1,215 @@
+"""The triage pass: read what is new, ask the core what to do, do it, record it.
+
+``once``, ``run`` and ``demo`` all call :func:`run_pass`. The order of work is what
+makes it exactly-once: every decision is written to the store (with the new mailbox
+position) *before* the mailbox or the disk is touched, and each step is recorded as it
+completes, so a pass cut short anywhere is finished by the next one, and a step that
+might have happened (a draft APPENDed just before a crash) is checked before redoing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+import jinja2
+
+from . import agenda, compose, rules
+from .config import Settings
+from .decide import Arrival, Candidate, classify, plan
+from .errors import ConnectError, InboxGuardError, StoreError
+from .mailbox import Mailbox
+from .store import Contact, Store
+
+log = logging.getLogger(__name__)
+
+DRAFT_FLAGS = ("\\Draft", "\\Seen")
+
+
+@dataclass
+class PassResult:
+    scanned: int = 0
+    flagged: list[dict[str, Any]] = field(default_factory=list)
+    ignored: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scanned": self.scanned,
+            "flagged": self.flagged,
+            "ignored": self.ignored,
+            "errors": self.errors,
+        }
+
+
+def _agenda_display(settings: Settings, c: Contact) -> str:
+    return str(PurePosixPath(settings.main.agenda.dir) / c.agenda)
+
+
+def _read_new(
+    settings: Settings, mailbox: Mailbox, store: Store, now: datetime, read_only: bool,
+    result: PassResult,
+) -> tuple[list[tuple[Candidate, str]], int, int]:
+    """Fetch headers of what is new; return candidates with keys, UIDVALIDITY, top UID."""
+    inbox = settings.main.account.inbox
+    status = mailbox.open(inbox, read_only=read_only)
+    pos = store.position(inbox)
+    cutoff: datetime | None = None
+    if pos is None or pos[0] != status.uidvalidity:
+        if pos is not None:
+            log.warning(
+                "UIDVALIDITY of %s changed (%s -> %s): rescanning the last %d days",
+                inbox, pos[0], status.uidvalidity, settings.main.triage.lookback_days,
+            )
+        # First pass: only the lookback window; all older mail is recorded as seen.
+        cutoff = now - timedelta(days=settings.main.triage.lookback_days)
+        uids = mailbox.uids_since(cutoff.date() - timedelta(days=1)) if cutoff < now else []
+        top = status.uidnext - 1 if status.uidnext else mailbox.highest_uid()
+    elif status.uidnext is not None and status.uidnext <= pos[1] + 1:
+        uids, top = [], pos[1]  # nothing new: no SEARCH, no FETCH
+    else:
+        uids = mailbox.uids_after(pos[1])
+        top = pos[1]
+    top = max([top, *uids])
+
+    candidates: list[tuple[Candidate, str]] = []
+    for f in mailbox.fetch_headers(uids, rules.FIELDS) if uids else ():
+        if cutoff is not None and f.internaldate < cutoff:
+            continue
+        result.scanned += 1
+        try:
+            headers = rules.parse(f.header)
+            cand = classify(Arrival(f.uid, f.internaldate, headers), settings)
+        except Exception as exc:  # a hostile message must not stop the pass
+            log.warning("uid %s: cannot read headers: %s", f.uid, exc)
+            result.errors.append({"uid": f.uid, "error": f"cannot read headers: {exc}"})
+            continue
+        if cand is None:
+            continue
+        if cand.ignored:
+            result.ignored.append(
+                {"uid": f.uid, "client": cand.client.id, "reason": cand.ignored}
+            )
+            continue
+        candidates.append((cand, compose.message_key(headers, f.internaldate)))
+    return candidates, status.uidvalidity, top
+
+
+def _plan_and_record(
+    settings: Settings, store: Store, now: datetime, candidates: list[tuple[Candidate, str]],
+    uidvalidity: int, top: int,
+) -> None:
+    inbox = settings.main.account.inbox
+    known = store.known(k for _, k in candidates)
+    fresh = {c.arrival.uid: (c, k) for c, k in candidates if k not in known}
+    decisions = plan((c for c, _ in fresh.values()), settings, now, store.drafted_windows())
+    with store.transaction():
+        for d in decisions:
+            cand, key = fresh[d.uid]
+            h = cand.arrival.headers
+            store.add(
+                Contact(
+                    key=key, client=d.client, mailbox=inbox, uidvalidity=uidvalidity,
+                    uid=d.uid, received=d.received.astimezone(settings.tz), address=d.address,
+                    message_id=h.message_id, refs=h.references, subject=h.subject,
+                    draft=d.draft, suppressed=d.suppressed, window=d.window,
+                    session=d.session, agenda=str(agenda.relpath(d.client, d.session)),
+                    risk=d.risk,
+                ),
+                now,
+            )
+        store.set_position(inbox, uidvalidity, top)
+
+
+def _do_steps(
+    settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool,
+    uidvalidity: int, result: PassResult,
+) -> None:
+    main = settings.main
+    pending = store.pending()
+    if not pending:
+        return
+
+    # Mark: one STORE for all, on UIDs that are still valid.
+    unmarked = [c for c in pending if not c.keyword_done]
+    live = [c.uid for c in unmarked if c.uidvalidity == uidvalidity]
+    if live and not dry_run:
+        mailbox.add_flags(live, [main.triage.keyword])
+    if unmarked and not dry_run:
+        store.mark((c.key for c in unmarked), "keyword_done")
+
+    env = compose.template_env(settings.templates_dir)
+    drafts_folder: str | None = None
+    for c in pending:
+        try:
+            if c.draft and not c.draft_done and not dry_run:
+                if drafts_folder is None:
+                    drafts_folder = mailbox.find_drafts(main.account.drafts)
+                _draft(settings, env, mailbox, store, drafts_folder, c, now)
+            if not c.agenda_done and not dry_run:
+                client = settings.clients.get(c.client)
+                local = c.received.astimezone(settings.tz)
+                subject = c.subject if main.agenda.include_subjects else None
+                agenda.add_note(
+                    settings.agenda_dir, c.client, client.name if client else c.client,
+                    c.session, agenda.note_line(local, subject, c.key), c.key,
+                )
+                store.mark([c.key], "agenda_done")
+            if not dry_run:
+                store.complete(c.key, now, keep_subject=main.digest.include_subjects)
+        except (ConnectError, StoreError):
+            raise  # the pass stops; the next one resumes from the store
+        except (InboxGuardError, OSError, jinja2.TemplateError, ValueError) as exc:
+            log.error("uid %s (client %s): %s", c.uid, c.client, exc)
+            result.errors.append({"uid": c.uid, "error": str(exc)})
+            if not dry_run:
+                store.failed(c.key, str(exc))
+            continue
+        result.flagged.append(
+            {
+                "uid": c.uid,
+                "message_id": c.message_id,
+                "client": c.client,
+                "received": c.received.isoformat(),
+                "draft": c.draft,
+                "agenda": _agenda_display(settings, c),
+                "risk": c.risk,
+                "suppressed": c.suppressed,
+            }
+        )
+        log.info(
+            "uid %s (client %s): out of hours; %s", c.uid, c.client,
+            "draft saved" if c.draft else f"no draft ({c.suppressed})",
+        )
+
+
+def _draft(
+    settings: Settings, env: jinja2.Environment, mailbox: Mailbox, store: Store, folder: str,
+    c: Contact, now: datetime,
+) -> None:
+    msg_id = compose.draft_message_id(c.key, settings)
+    # A draft APPENDed just before a crash is found, not made again.
+    if c.draft_tried and mailbox.has_message_id(folder, msg_id):
+        store.mark([c.key], "draft_done")
+        return
+    msg = compose.draft(
+        settings=settings, env=env, subject=c.subject or "", message_id=c.message_id,
+        references=c.refs, to=c.address, key=c.key, session=c.session, risk=c.risk, now=now,
+    )
+    store.mark([c.key], "draft_tried")
+    mailbox.append(folder, msg.as_bytes(), DRAFT_FLAGS, now)
+    store.mark([c.key], "draft_done")
+
+
+def run_pass(
+    settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool = False
+) -> PassResult:
+    """One triage pass over the inbox. With ``dry_run`` the store must be a snapshot."""
+    result = PassResult()
+    candidates, uidvalidity, top = _read_new(settings, mailbox, store, now, dry_run, result)
+    _plan_and_record(settings, store, now, candidates, uidvalidity, top)
+    _do_steps(settings, mailbox, store, now, dry_run, uidvalidity, result)
+    return result
