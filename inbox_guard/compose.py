@@ -8,6 +8,7 @@ CR/LF in a subject can never start a new header.
 from __future__ import annotations
 
 import hashlib
+import textwrap
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -37,6 +38,15 @@ def session_text(session: datetime | None) -> str | None:
     if session is None:
         return None
     return f"{session:%A} {session.day} {session:%B} at {session:%H:%M}"
+
+
+def _wrap(text: str, width: int = 72) -> str:
+    """Wrap long template lines so the draft stays readable plain text when edited."""
+    return "\n".join(
+        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
+        if len(line) > width else line
+        for line in text.split("\n")
+    )
 
 
 def template_env(override_dir: Path | None) -> jinja2.Environment:
@@ -83,5 +93,5 @@ def draft(
         msg["References"] = " ".join([*references, message_id])
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = draft_message_id(key, settings)
-    msg.set_content(body, charset="utf-8")
+    msg.set_content(_wrap(body), charset="utf-8")
     return msg

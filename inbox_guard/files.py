@@ -11,10 +11,15 @@ DIR_MODE = 0o700
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and missing parents) as 0700; tighten it if it exists."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(DIR_MODE)
+    """Create ``path`` and any missing parents as 0700 (existing parents are left)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=DIR_MODE, exist_ok=True)
+        d.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
     return path
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.imapclient import DRAFTS
 from imapclient.response_parser import parse_fetch_response
 
 from .config import Account
@@ -211,7 +212,7 @@ class Mailbox:
                 if not self._c.folder_exists(configured):
                     raise MailboxError(f"account.drafts: folder {configured!r} does not exist")
                 return configured
-            found = self._c.find_special_folder(imapclient.DRAFTS)
+            found = self._c.find_special_folder(DRAFTS)
             if not found:
                 for name in _COMMON_DRAFTS:
                     if self._c.folder_exists(name):

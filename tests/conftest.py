@@ -1,0 +1,227 @@
+"""Shared fixtures: one private Dovecot per test session, a fresh user per test,
+and a practice (config + client files) pointing at it. All mail here is synthetic."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imapclient import IMAPClient
+
+from inbox_guard.cli import main
+
+from .dovecot import Dovecot
+
+PASSWORD_ENV = "IG_TEST_PASSWORD"
+THERAPIST = "alex@example.org"
+JANE = "jane@example.org"
+SAM = "sam@example.net"
+PAT = "pat@example.com"
+
+_user_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    server = Dovecot()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@dataclass
+class Account:
+    server: Dovecot
+    user: str
+    password: str
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def client(self) -> IMAPClient:
+        c = IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=30)
+        c.normalise_times = False
+        c.login(self.user, self.password)
+        return c
+
+    def append(
+        self, raw: bytes, when: datetime, folder: str = "INBOX", flags: tuple[str, ...] = ()
+    ) -> int:
+        """APPEND with a chosen INTERNALDATE (must be in the past: Dovecot replaces
+        future ones with the current time); returns the new UID."""
+        assert when < datetime.now(UTC), "Dovecot ignores future INTERNALDATEs"
+        with self.client() as c:
+            resp = c.append(folder, raw, flags=flags, msg_time=when)
+        # APPENDUID (RFC 4315): b"[APPENDUID <uidvalidity> <uid>] ..."
+        return int(resp.split(b"]")[0].split()[-1])
+
+    def snapshot(self, folder: str = "INBOX") -> dict[int, dict[str, Any]]:
+        """UID -> flags, INTERNALDATE and full bytes (fetched with BODY.PEEK)."""
+        with self.client() as c:
+            c.select_folder(folder, readonly=True)
+            uids = c.search(["ALL"])
+            if not uids:
+                return {}
+            data = c.fetch(uids, ["FLAGS", "INTERNALDATE", "BODY.PEEK[]"])
+        return {
+            uid: {
+                "flags": set(d[b"FLAGS"]),
+                "date": d[b"INTERNALDATE"],
+                "bytes": d[b"BODY[]"],
+            }
+            for uid, d in data.items()
+        }
+
+
+@pytest.fixture
+def account(dovecot: Dovecot) -> Account:
+    user = f"user{next(_user_ids)}"
+    password = f"pw-{user}-Zq9"
+    dovecot.add_user(user, password)
+    return Account(dovecot, user, password)
+
+
+def message(
+    sender: str = JANE,
+    to: str = THERAPIST,
+    subject: str = "Thinking about last week",
+    message_id: str | None = None,
+    headers: dict[str, str] | None = None,
+    body: str = "Synthetic test message body.\n",
+    cc: str | None = None,
+) -> bytes:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = sender
+    if to:
+        msg["To"] = to
+    if cc:
+        msg["Cc"] = cc
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime(2026, 11, 1, tzinfo=UTC))
+    msg["Message-ID"] = message_id or f"<{next(_user_ids)}.synthetic@example.org>"
+    for k, v in (headers or {}).items():
+        msg[k] = v
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+@dataclass
+class Practice:
+    root: Path
+    account: Account
+    config: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.config = self.root / "config" / "inbox-guard.toml"
+
+    def run(self, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+        code = main(["--config", str(self.config), *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def once_json(self, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
+        code, out, err = self.run("once", "--json", *extra, capsys=capsys)
+        assert code == 0, err
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    @property
+    def agendas(self) -> Path:
+        return self.root / "config" / "agendas"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "config" / "state" / "inbox-guard.sqlite3"
+
+    def files(self) -> dict[str, str]:
+        """Every file under the config folder but the config itself, with contents."""
+        out = {}
+        for p in sorted((self.root / "config").rglob("*")):
+            if p.is_file() and p.suffix == ".md":
+                out[str(p.relative_to(self.root))] = p.read_text()
+        return out
+
+
+MAIN_TOML = """\
+timezone = "Europe/London"
+
+[therapist]
+name = "Alex Morgan"
+email = "alex@example.org"
+addresses = ["alex@example.org", "practice@example.org"]
+emergency_text = "In an emergency call 999, or Samaritans on 116 123."
+
+[account]
+host = "127.0.0.1"
+port = {port}
+security = "plain"
+username = "{user}"
+password_env = "{env}"
+
+[hours]
+mon = ["09:00-17:00"]
+tue = ["09:00-17:00"]
+wed = ["09:00-17:00"]
+thu = ["09:00-17:00"]
+fri = ["09:00-17:00"]
+closed = ["2026-11-05"]
+
+[triage]
+drafts = "{drafts}"
+lookback_days = {lookback}
+"""
+
+CLIENTS = {
+    "jane-doe": """\
+name = "Jane Doe"
+emails = ["Jane@Example.org", "j.doe@work.example"]
+sessions = { rrule = "FREQ=WEEKLY;BYDAY=WE", start = "2026-09-02T10:00" }
+""",
+    "sam-lee": """\
+name = "Sam"
+emails = ["sam@example.net"]
+sessions = { dates = ["2026-11-18T16:00"] }
+""",
+    "pat-kim": """\
+name = "Pat"
+emails = ["pat@example.com"]
+active = false
+""",
+}
+
+
+def write_practice(
+    root: Path, account: Account, drafts: str = "per-window", lookback: int = 30000 // 1000,
+    extra: str = "",
+) -> Practice:
+    cfg = root / "config"
+    (cfg / "clients").mkdir(parents=True, exist_ok=True)
+    (cfg / "inbox-guard.toml").write_text(
+        MAIN_TOML.format(
+            port=account.port, user=account.user, env=PASSWORD_ENV, drafts=drafts,
+            lookback=lookback,
+        )
+        + textwrap.dedent(extra)
+    )
+    for cid, text in CLIENTS.items():
+        (cfg / "clients" / f"{cid}.toml").write_text(text)
+    return Practice(root, account)
+
+
+@pytest.fixture
+def practice(tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch) -> Practice:
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    return write_practice(tmp_path, account)

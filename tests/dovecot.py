@@ -1,0 +1,166 @@
+"""A private Dovecot for tests and benchmarks: own config dir, own loopback port.
+
+Debian's ``dovecot-imapd`` is started with a generated config (``dovecot -c``), its
+own base_dir, a passwd-file of test users and maildirs under one temporary folder,
+and stopped afterwards. Works as root (mail is accessed as the unprivileged ``mail``
+user, since Dovecot refuses uid 0) and as an ordinary user (everything runs as that
+user, chroot off).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_greeting(port: int, deadline: float) -> None:
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                if s.recv(64).startswith(b"* OK"):
+                    return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.02)  # polling for readiness, bounded by the deadline
+    raise RuntimeError(f"dovecot did not greet on port {port}: {last}")
+
+
+class Dovecot:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root or tempfile.mkdtemp(prefix="ig-dovecot-"))
+        self.root.chmod(0o755)
+        self.port = free_port()
+        self.conf = self.root / "dovecot.conf"
+        self.passwd = self.root / "passwd"
+        self.mail = self.root / "mail"
+        self._users: dict[str, str] = {}
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def _identity(self) -> tuple[str, str, str]:
+        """(mail user, mail group, extra config) for the current privileges."""
+        if os.geteuid() == 0:
+            return "mail", "mail", ""
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        group = grp.getgrgid(os.getegid()).gr_name
+        extra = f"""
+default_internal_user = {user}
+default_internal_group = {group}
+default_login_user = {user}
+service anvil {{
+  chroot =
+}}
+service imap-login {{
+  chroot =
+}}
+"""
+        return user, group, extra
+
+    def write_config(self, extra: str = "") -> None:
+        user, group, ident = self._identity()
+        for d in ("run", "state", "mail"):
+            (self.root / d).mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.mail, user, group)
+        self.passwd.touch()
+        self.conf.write_text(
+            f"""
+base_dir = {self.root}/run
+state_dir = {self.root}/state
+instance_name = ig-test-{self.port}
+log_path = {self.root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{self.mail}/%u
+mail_uid = {user}
+mail_gid = {group}
+first_valid_uid = 1
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {self.passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={user} gid={group} home={self.mail}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+  mailbox Drafts {{
+    special_use = \\Drafts
+    auto = subscribe
+  }}
+}}
+{ident}
+{extra}
+"""
+        )
+
+    def start(self, timeout: float = 20.0) -> Dovecot:
+        if not self.conf.exists():
+            self.write_config()
+        # The daemon keeps the starter's stdout open: a file, never a pipe.
+        with open(self.root / "start.log", "ab") as out:
+            subprocess.run([DOVECOT, "-c", str(self.conf)], stdout=out, stderr=out, check=True)
+        _wait_for_greeting(self.port, time.monotonic() + timeout)
+        return self
+
+    def stop(self) -> None:
+        pid_file = self.root / "run" / "master.pid"
+        subprocess.run(
+            [DOVECOT, "-c", str(self.conf), "stop"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+        )
+        deadline = time.monotonic() + 10
+        while pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)  # waiting for the master to remove its pid file
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Dovecot:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    # -- users -------------------------------------------------------------------
+
+    def add_user(self, name: str, password: str) -> None:
+        self._users[name] = password
+        self.passwd.write_text(
+            "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self._users.items())
+        )
+
+    def maildir(self, user: str) -> Path:
+        return self.mail / user
