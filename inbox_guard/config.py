@@ -272,33 +272,37 @@ class MainConfig(_Strict):
         return self
 
 
-class _RruleSessions(_Strict):
-    rrule: str
-    start: datetime
+class _SessionsSpec(_Strict):
+    """``{ rrule = "...", start = "..." }`` or ``{ dates = [...] }``, local times."""
+
+    rrule: str | None = None
+    start: datetime | None = None
+    dates: tuple[datetime, ...] | None = None
 
     @model_validator(mode="after")
-    def _valid(self) -> _RruleSessions:
-        if self.start.tzinfo is not None:
-            raise ValueError("start is local to the practice's timezone; give no offset")
-        parse_rrule(self.rrule, self.start)
+    def _valid(self) -> _SessionsSpec:
+        if (self.rrule is None) == (self.dates is None):
+            raise ValueError("give either rrule (with start) or dates")
+        if self.rrule is not None:
+            if self.start is None:
+                raise ValueError("rrule needs a start, like \"2026-09-02T10:00\"")
+            if self.start.tzinfo is not None:
+                raise ValueError("start is local to the practice's timezone; give no offset")
+            parse_rrule(self.rrule, self.start)
+        if any(d.tzinfo is not None for d in self.dates or ()):
+            raise ValueError("dates are local to the practice's timezone; give no offset")
         return self
 
-
-class _DateSessions(_Strict):
-    dates: tuple[datetime, ...]
-
-    @field_validator("dates")
-    @classmethod
-    def _naive(cls, v: tuple[datetime, ...]) -> tuple[datetime, ...]:
-        if any(d.tzinfo is not None for d in v):
-            raise ValueError("dates are local to the practice's timezone; give no offset")
-        return v
+    def build(self) -> Sessions:
+        if self.rrule is not None and self.start is not None:
+            return Sessions(rule=parse_rrule(self.rrule, self.start))
+        return Sessions(dates=tuple(sorted(self.dates or ())))
 
 
 class ClientFile(_Strict):
     name: str = Field(min_length=1)
     emails: tuple[str, ...] = Field(min_length=1)
-    sessions: _RruleSessions | _DateSessions | None = None
+    sessions: _SessionsSpec | None = None
     active: bool = True
 
     @field_validator("emails")
@@ -376,8 +380,6 @@ def _where(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("_RruleSessions", "_DateSessions"):
-            continue
         else:
             out += ("." if out else "") + part
     return out or "(top level)"
@@ -394,7 +396,6 @@ def _message(err: ErrorDetails) -> str:
 
 def _validation_error(file: Path, exc: ValidationError) -> ConfigError:
     errors = exc.errors()
-    # A union (sessions) reports one error per alternative; the first is enough.
     first = errors[0]
     more = len({_where(e["loc"]) for e in errors}) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
@@ -426,13 +427,7 @@ def _load_client(file: Path) -> Client:
         cf = ClientFile.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(file, exc) from None
-    s = cf.sessions
-    if isinstance(s, _RruleSessions):
-        sessions = Sessions(rule=parse_rrule(s.rrule, s.start))
-    elif isinstance(s, _DateSessions):
-        sessions = Sessions(dates=tuple(sorted(s.dates)))
-    else:
-        sessions = Sessions()
+    sessions = cf.sessions.build() if cf.sessions else Sessions()
     return Client(id=file.stem, name=cf.name, emails=cf.emails, sessions=sessions, active=cf.active)
 
 
