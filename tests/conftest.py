@@ -78,7 +78,7 @@ class Account:
             data = c.fetch(uids, ["FLAGS", "INTERNALDATE", "BODY.PEEK[]"])
         return {
             uid: {
-                "flags": set(d[b"FLAGS"]),
+                "flags": set(d[b"FLAGS"]) - {b"\\Recent"},  # per session, not stored
                 "date": d[b"INTERNALDATE"],
                 "bytes": d[b"BODY[]"],
             }
@@ -88,9 +88,7 @@ class Account:
 
 @pytest.fixture
 def account(dovecot: Dovecot) -> Account:
-    user = f"user{next(_user_ids)}"
-    password = f"pw-{user}-Zq9"
-    dovecot.add_user(user, password)
+    user, password = dovecot.user(f"user{next(_user_ids)}")
     return Account(dovecot, user, password)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -48,9 +49,10 @@ class Dovecot:
         self.root.chmod(0o755)
         self.port = free_port()
         self.conf = self.root / "dovecot.conf"
-        self.passwd = self.root / "passwd"
+        # One password for every user (a static passdb needs no reload, unlike a
+        # passwd-file whose changes within one second go unseen); a user per test.
+        self.password = "pw-" + secrets.token_hex(8)
         self.mail = self.root / "mail"
-        self._users: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -79,7 +81,6 @@ service imap-login {{
             (self.root / d).mkdir(exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.mail, user, group)
-        self.passwd.touch()
         self.conf.write_text(
             f"""
 base_dir = {self.root}/run
@@ -96,8 +97,8 @@ mail_uid = {user}
 mail_gid = {group}
 first_valid_uid = 1
 passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {self.passwd}
+  driver = static
+  args = password={self.password}
 }}
 userdb {{
   driver = static
@@ -154,13 +155,17 @@ namespace inbox {{
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
+    def doveadm(self, *args: str) -> str:
+        done = subprocess.run(
+            [DOVEADM, "-c", str(self.conf), *args], capture_output=True, text=True, check=True
+        )
+        return done.stdout
+
     # -- users -------------------------------------------------------------------
 
-    def add_user(self, name: str, password: str) -> None:
-        self._users[name] = password
-        self.passwd.write_text(
-            "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self._users.items())
-        )
+    def user(self, name: str) -> tuple[str, str]:
+        """(user, password) for a user whose maildir is created on first login."""
+        return name, self.password
 
     def maildir(self, user: str) -> Path:
         return self.mail / user
