@@ -17,6 +17,7 @@ from .rules import one_line
 _COUNT = re.compile(r"^Out-of-hours contacts: \d+$", re.MULTILINE)
 _MARKER = re.compile(r"<!-- inbox-guard:([0-9a-f]+) -->")
 UNSCHEDULED = "unscheduled"
+MARKER_LEN = 12  # hex digits of the message key: unique enough within one file
 
 
 def relpath(client_id: str, session: datetime | None) -> PurePosixPath:
@@ -29,7 +30,7 @@ def note_line(received_local: datetime, subject: str | None, key: str) -> str:
     # Angle brackets are softened so a subject can never forge or close a marker.
     safe = one_line(subject or "").replace("<", "‹").replace(">", "›")
     about = f": “{safe}”" if safe else ""
-    return f"- {when} — out-of-hours email{about} <!-- inbox-guard:{key} -->"
+    return f"- {when} — out-of-hours email{about} <!-- inbox-guard:{key[:MARKER_LEN]} -->"
 
 
 def _title(client_name: str, session: datetime | None) -> str:
@@ -47,7 +48,7 @@ def add_note(
     text = path.read_text(encoding="utf-8") if path.exists() else (
         f"{_title(client_name, session)}\n\nOut-of-hours contacts: 0\n\n"
     )
-    if key in _MARKER.findall(text):
+    if key[:MARKER_LEN] in _MARKER.findall(text):
         return False
     if not text.endswith("\n"):
         text += "\n"

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -165,6 +166,16 @@ def agenda(state: _State, client_id: str | None, now: str | None) -> None:
         click.echo("no upcoming agenda notes")
     for f in files:
         click.echo(f.read_text(encoding="utf-8").rstrip() + "\n")
+
+
+@cli.command()
+@click.option("--keep", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the demo's config, state and agenda files in DIR.")
+def demo(keep: Path | None) -> None:
+    """Show inbox-guard working on a sample practice; needs no account or config."""
+    from . import demo as demo_mod
+
+    demo_mod.main(keep, click.echo)
 
 
 def main(argv: list[str] | None = None) -> int:

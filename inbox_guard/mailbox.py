@@ -37,6 +37,12 @@ class Status:
     read_only: bool
 
 
+    def allows(self, flag: str) -> bool:
+        """Can ``flag`` be stored permanently? (``\\*`` admits any new keyword.)"""
+        names = {f.decode().lower() for f in self.permanent_flags}
+        return flag.lower() in names or (not flag.startswith("\\") and "\\*" in names)
+
+
 @dataclass(frozen=True)
 class Fetched:
     uid: int
@@ -181,8 +187,8 @@ class Mailbox:
                 data = self._fetch(uid_set(batch), ["INTERNALDATE", section])
             for uid in batch:
                 item = data.get(uid)
-                if item is None:
-                    continue  # expunged by someone else meanwhile
+                if item is None or b"INTERNALDATE" not in item:
+                    continue  # expunged meanwhile, or an unsolicited FLAGS update
                 header = item.get(key)
                 if header is None:
                     header = next((v for k, v in item.items() if k.startswith(b"BODY[")), b"")

@@ -21,7 +21,7 @@ from . import agenda, compose, rules
 from .config import Settings
 from .decide import Arrival, Candidate, classify, plan
 from .errors import ConnectError, InboxGuardError, StoreError
-from .mailbox import Mailbox
+from .mailbox import Mailbox, Status
 from .store import Contact, Store
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,29 @@ def _agenda_display(settings: Settings, c: Contact) -> str:
     return str(PurePosixPath(settings.main.agenda.dir) / c.agenda)
 
 
+def mark_flags(settings: Settings, status: Status) -> list[str]:
+    """The keyword, or \\Flagged where the server keeps no keywords (said once per run)."""
+    keyword = settings.main.triage.keyword
+    if status.allows(keyword) or status.read_only:
+        return [keyword]
+    global _warned_keywords
+    if not _warned_keywords:
+        log.warning(
+            "the server does not keep the keyword %s (PERMANENTFLAGS has no \\*); "
+            "marking with \\Flagged instead", keyword,
+        )
+        _warned_keywords = True
+    return ["\\Flagged"]
+
+
+_warned_keywords = False
+
+
 def _read_new(
     settings: Settings, mailbox: Mailbox, store: Store, now: datetime, read_only: bool,
     result: PassResult,
-) -> tuple[list[tuple[Candidate, str]], int, int]:
-    """Fetch headers of what is new; return candidates with keys, UIDVALIDITY, top UID."""
+) -> tuple[list[tuple[Candidate, str]], Status, int]:
+    """Fetch headers of what is new; return candidates with keys, the status, top UID."""
     inbox = settings.main.account.inbox
     status = mailbox.open(inbox, read_only=read_only)
     pos = store.position(inbox)
@@ -95,7 +113,7 @@ def _read_new(
             )
             continue
         candidates.append((cand, compose.message_key(headers, f.internaldate)))
-    return candidates, status.uidvalidity, top
+    return candidates, status, top
 
 
 def _plan_and_record(
@@ -126,7 +144,7 @@ def _plan_and_record(
 
 def _do_steps(
     settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool,
-    uidvalidity: int, result: PassResult,
+    status: Status, result: PassResult,
 ) -> None:
     main = settings.main
     pending = store.pending()
@@ -135,9 +153,9 @@ def _do_steps(
 
     # Mark: one STORE for all, on UIDs that are still valid.
     unmarked = [c for c in pending if not c.keyword_done]
-    live = [c.uid for c in unmarked if c.uidvalidity == uidvalidity]
+    live = [c.uid for c in unmarked if c.uidvalidity == status.uidvalidity]
     if live and not dry_run:
-        mailbox.add_flags(live, [main.triage.keyword])
+        mailbox.add_flags(live, mark_flags(settings, status))
     if unmarked and not dry_run:
         store.mark((c.key for c in unmarked), "keyword_done")
 
@@ -209,7 +227,7 @@ def run_pass(
 ) -> PassResult:
     """One triage pass over the inbox. With ``dry_run`` the store must be a snapshot."""
     result = PassResult()
-    candidates, uidvalidity, top = _read_new(settings, mailbox, store, now, dry_run, result)
-    _plan_and_record(settings, store, now, candidates, uidvalidity, top)
-    _do_steps(settings, mailbox, store, now, dry_run, uidvalidity, result)
+    candidates, status, top = _read_new(settings, mailbox, store, now, dry_run, result)
+    _plan_and_record(settings, store, now, candidates, status.uidvalidity, top)
+    _do_steps(settings, mailbox, store, now, dry_run, status, result)
     return result

@@ -8,7 +8,6 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any
 
 import pytest
 

@@ -1,0 +1,67 @@
+"""`inbox-guard demo`: runs on the embedded server and shows what the server holds."""
+
+from __future__ import annotations
+
+import email
+import subprocess
+import sys
+import time
+from email.policy import default as default_policy
+from pathlib import Path
+
+from inbox_guard import demo
+
+
+def test_demo_output_matches_what_the_embedded_server_holds(tmp_path: Path) -> None:
+    lines: list[str] = []
+    run = demo.run(tmp_path / "demo")
+    demo.show(run, lines.append)
+    text = "\n".join(lines)
+
+    flagged = {f["uid"]: f for f in run.result.flagged}
+    # Every flagged message is marked on the server; nothing else is.
+    for uid, (flags, _raw) in run.inbox.items():
+        assert ("\\Flagged" in flags) == (uid in flagged), uid
+    assert len(run.inbox) == len(run.seeded)  # nothing moved or deleted
+
+    # One draft per flagged message that called for one, addressed to the client.
+    drafted = sorted(f["uid"] for f in run.result.flagged if f["draft"])
+    assert len(run.drafts) == len(drafted) == 3
+    drafts = [email.message_from_bytes(raw, policy=default_policy) for _, raw in run.drafts.values()]
+    assert {d["To"] for d in drafts} == {"jane@example.org", "sam.lee@example.net", "robin@example.com"}
+    assert all({"\\Draft", "\\Seen"} <= flags for flags, _ in run.drafts.values())
+    assert f"Drafts folder: {len(run.drafts)} holding replies" in text
+
+    # The draft shown in full is the one on the server.
+    first = email.message_from_bytes(run.drafts[min(run.drafts)][1], policy=default_policy)
+    assert f"Subject: {first['Subject']}" in text
+    assert first.get_content().strip().splitlines()[0] in text
+
+    # The table tells each kind of decision.
+    for phrase in ["in hours: left alone", "no draft (window)", "no draft (not-addressed)",
+                   "machine-written (mailing-list)", "machine-written (auto-submitted)",
+                   "not a client: left alone"]:
+        assert phrase in text, phrase
+
+    # Agenda files printed are the files written, and they hold one line per contact.
+    agenda_dir = run.settings.agenda_dir
+    files = sorted(agenda_dir.rglob("*.md"))
+    assert {f["agenda"] for f in run.result.flagged} == {
+        f"agendas/{p.relative_to(agenda_dir)}" for p in files
+    }
+    for p in files:
+        assert f"== {p.relative_to(agenda_dir)}" in text
+        assert p.read_text().rstrip() in text
+
+
+def test_demo_command_runs_quickly_and_cleans_up() -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "inbox_guard", "demo"], capture_output=True, text=True, timeout=120
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 60
+    assert "One draft in full:" in done.stdout
+    assert "The demo's files were removed" in done.stdout
+    assert done.stderr == ""
