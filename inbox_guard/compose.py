@@ -1,4 +1,4 @@
-"""Compose messages: the holding-reply draft (and later the digest).
+"""Compose messages: the holding-reply draft, the digest and the risk alert.
 
 Pure: the caller passes ``now``. Headers are built with the standard ``email``
 package; every value taken from a client's message is folded onto one line first, so
@@ -20,6 +20,8 @@ import jinja2
 
 from . import rules
 from .config import Settings
+from .digest import Digest
+from .risk import DISCLAIMER
 
 
 def message_key(h: rules.Headers, received: datetime) -> str:
@@ -49,18 +51,76 @@ def _wrap(text: str, width: int = 72) -> str:
     )
 
 
+ALERT_SUBJECT = "inbox-guard: a client's message has risk words, please read it"
+
+
+def when(value: datetime) -> str:
+    """Local times as people read them: "Sun 22 Nov 23:40"."""
+    return f"{value:%a} {value.day} {value:%b %H:%M}"
+
+
 def template_env(override_dir: Path | None) -> jinja2.Environment:
     """Templates shipped in the package, overridden by same-named files in config/templates/."""
     loaders: list[jinja2.BaseLoader] = []
     if override_dir is not None and override_dir.is_dir():
         loaders.append(jinja2.FileSystemLoader(str(override_dir)))
     loaders.append(jinja2.PackageLoader("inbox_guard", "templates"))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
+    env.filters["when"] = when
+    env.globals["disclaimer"] = DISCLAIMER
+    return env
+
+
+def _own_message(settings: Settings, subject: str, message_id: str, now: datetime) -> EmailMessage:
+    """A message from inbox-guard to the practitioner (digest or alert)."""
+    t = settings.main.therapist
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = Address("inbox-guard", addr_spec=t.email)
+    msg["To"] = settings.digest_to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = message_id
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
+    return msg
+
+
+def digest_message(
+    settings: Settings, env: jinja2.Environment, digest: Digest, message_id: str, now: datetime
+) -> EmailMessage:
+    if digest.empty:
+        subject = "Out-of-hours digest: no client contacts"
+    else:
+        n, k = digest.count, len(digest.clients)
+        subject = f"Out-of-hours digest: {n} contact{'s' if n != 1 else ''} from {k} " \
+            f"client{'s' if k != 1 else ''}"
+        if digest.risk:
+            subject += f", {len(digest.risk)} with risk words"
+    msg = _own_message(settings, subject, message_id, now)
+    text = env.get_template("digest.txt.j2").render(digest=digest)
+    html = env.get_template("digest.html.j2").render(digest=digest, subject=subject)
+    msg.set_content(_wrap(text, 998), charset="utf-8")
+    msg.add_alternative(html, subtype="html", charset="utf-8")
+    return msg
+
+
+def alert_message(
+    settings: Settings, env: jinja2.Environment, *, client: str, name: str, received: datetime,
+    draft: bool, suppressed: str | None, session: datetime | None, message_id: str,
+    now: datetime,
+) -> EmailMessage:
+    msg = _own_message(settings, ALERT_SUBJECT, message_id, now)
+    msg["Importance"] = "high"
+    body = env.get_template("alert.txt.j2").render(
+        client=client, name=name, received=received.astimezone(settings.tz), draft=draft,
+        suppressed=suppressed, session=session,
+    )
+    msg.set_content(_wrap(body), charset="utf-8")
+    return msg
 
 
 def draft(

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from . import config, hours
+from .compose import ALERT_SUBJECT
+from .deliver import DigestRun, run_digest
 from .embedded import EmbeddedServer, Seeder
 from .mailbox import Mailbox
 from .store import Store
@@ -49,6 +51,7 @@ class DemoRun:
     settings: config.Settings
     seeded: list[Seeded]
     result: PassResult
+    digest: DigestRun
     inbox: dict[int, tuple[set[str], bytes]]
     drafts: dict[int, tuple[set[str], bytes]]
 
@@ -101,11 +104,12 @@ def run(keep: Path | None = None) -> DemoRun:
             store = Store.open(settings.state_path)
             try:
                 result = run_pass(settings, mailbox, store, now)
+                digest = run_digest(settings, mailbox, store, now, dry_run=False)
             finally:
                 store.close()
                 mailbox.logout()
 
-            return DemoRun(workdir, settings, seeded, result, seeder.read("INBOX"),
+            return DemoRun(workdir, settings, seeded, result, digest, seeder.read("INBOX"),
                            seeder.read("Drafts"))
         finally:
             seeder.close()
@@ -142,13 +146,14 @@ def show(run: DemoRun, out: Callable[[str], None] = print) -> None:
     marked = sorted(u for u, (flags, _) in run.inbox.items()
                     if st.main.triage.keyword in flags or "\\Flagged" in flags)
     out("")
-    out(f"Inbox: {len(run.inbox)} messages, {len(marked)} marked; none moved, none read.")
+    seeded = {s.uid for s in run.seeded}
+    out(f"Inbox: {len(seeded)} messages, {len(marked)} marked; none moved, none read.")
     out(f"(This embedded server keeps no custom keywords, so marks show as \\Flagged here;"
         f" on Dovecot, Fastmail or Gmail they are {st.main.triage.keyword}.)")
     out(f"Drafts folder: {len(run.drafts)} holding replies waiting for review (not sent).")
     if run.drafts:
         first = min(run.drafts)
-        draft = email.message_from_bytes(run.drafts[first][1], policy=default_policy)
+        draft = _parse(run.drafts[first][1])
         out("")
         out("One draft in full:")
         out("-" * 72)
@@ -157,6 +162,12 @@ def show(run: DemoRun, out: Callable[[str], None] = print) -> None:
         out("")
         out(draft.get_content().rstrip())
         out("-" * 72)
+    alerts = [_parse(raw) for uid, (_, raw) in sorted(run.inbox.items())
+              if uid not in seeded and _parse(raw)["Subject"] == ALERT_SUBJECT]
+    for alert in alerts:
+        out("")
+        out(f"Alert in your inbox at once: {alert['Subject']}")
+        out(_text(alert))
     out("")
     out(f"Agenda notes ({st.agenda_dir}):")
     for path in sorted(st.agenda_dir.rglob("*.md")):
@@ -164,6 +175,21 @@ def show(run: DemoRun, out: Callable[[str], None] = print) -> None:
         out(f"== {path.relative_to(st.agenda_dir)}")
         out(path.read_text().rstrip())
     out("")
+    if run.digest.message is not None:
+        out("")
+        out(f"The morning digest, delivered to your inbox: {run.digest.message['Subject']}")
+        out("-" * 72)
+        out(_text(run.digest.message))
+        out("-" * 72)
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    return email.message_from_bytes(raw, policy=default_policy)
+
+
+def _text(msg: EmailMessage) -> str:
+    part = msg.get_body(preferencelist=("plain",))
+    return part.get_content().rstrip() if part is not None else ""
 
 
 def main(keep: Path | None, out: Callable[[str], None] = print) -> DemoRun:

@@ -44,6 +44,14 @@ class Status:
 
 
 @dataclass(frozen=True)
+class TextWindow:
+    raw: bytes  # at most the requested number of bytes, still transfer-encoded
+    encoding: str
+    charset: str
+    subtype: str  # "plain" or "html"
+
+
+@dataclass(frozen=True)
 class Fetched:
     uid: int
     internaldate: datetime  # aware, as the server gave it
@@ -202,6 +210,36 @@ class Mailbox:
         )
         return dict(parse_fetch_response(data, normalise_times=False, uid_is_key=True))
 
+    def text_windows(self, uids: Sequence[int], limit: int) -> dict[int, TextWindow]:
+        """The first ``limit`` bytes of each message's text part (BODY.PEEK, partial).
+
+        One FETCH of BODYSTRUCTURE finds the part (text/plain, else text/html); then
+        one partial FETCH per distinct part number. Attachments are never downloaded.
+        """
+        if not uids:
+            return {}
+        with _translated("FETCH BODYSTRUCTURE"):
+            structures = self._fetch(uid_set(uids), ["BODYSTRUCTURE"])
+        wanted: dict[str, list[tuple[int, tuple[str, str, str]]]] = {}
+        for uid in uids:
+            bs = structures.get(uid, {}).get(b"BODYSTRUCTURE")
+            found = _text_part(bs) if bs is not None else None
+            if found:
+                section, encoding, charset, subtype = found
+                wanted.setdefault(section, []).append((uid, (encoding, charset, subtype)))
+        out: dict[int, TextWindow] = {}
+        for section, items in wanted.items():
+            with _translated("FETCH text"):
+                data = self._fetch(
+                    uid_set(u for u, _ in items), [f"BODY.PEEK[{section}]<0.{limit}>"]
+                )
+            for uid, (encoding, charset, subtype) in items:
+                item = data.get(uid, {})
+                raw = next((v for k, v in item.items() if k.startswith(b"BODY[")), None)
+                if raw is not None:
+                    out[uid] = TextWindow(raw[:limit], encoding, charset, subtype)
+        return out
+
     def add_flags(self, uids: Iterable[int], flags: Sequence[str]) -> None:
         """One STORE +FLAGS.SILENT per batch of UIDs; other flags are untouched."""
         uids = sorted(set(uids))
@@ -241,6 +279,46 @@ class Mailbox:
     def append(self, folder: str, message: bytes, flags: Sequence[str], when: datetime) -> None:
         with _translated(f"APPEND {folder}"):
             self._c.append(folder, message, flags=list(flags), msg_time=when)
+
+
+def _s(value: Any) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _params(value: Any) -> dict[str, str]:
+    items = list(value) if isinstance(value, (list, tuple)) else []
+    return {_s(k).lower(): _s(v) for k, v in zip(items[::2], items[1::2], strict=False)}
+
+
+def _text_part(bs: Any, prefix: str = "") -> tuple[str, str, str, str] | None:
+    """(section, transfer encoding, charset, subtype) of the first text part,
+    preferring text/plain over text/html, skipping attachments."""
+    plain: tuple[str, str, str, str] | None = None
+    html: tuple[str, str, str, str] | None = None
+    if getattr(bs, "is_multipart", False):
+        for i, part in enumerate(bs[0], start=1):
+            found = _text_part(part, f"{prefix}{i}.")
+            if found and found[3] == "plain":
+                return found
+            html = html or found
+        return html
+    try:
+        maintype, subtype = _s(bs[0]).lower(), _s(bs[1]).lower()
+        params, encoding = _params(bs[2]), _s(bs[5]).lower()
+    except (IndexError, TypeError):
+        return None
+    # The disposition follows md5, at index 9 for text/* (which has a line count).
+    if any(
+        isinstance(d, (list, tuple)) and d and _s(d[0]).lower() == "attachment"
+        for d in bs[8:10]
+    ):
+        return None
+    if maintype == "text" and subtype in ("plain", "html"):
+        section = prefix.rstrip(".") or "1"
+        found = (section, encoding, params.get("charset", "utf-8"), subtype)
+        plain = found if subtype == "plain" else None
+        html = found if subtype == "html" else None
+    return plain or html
 
 
 def _text(exc: BaseException) -> str:

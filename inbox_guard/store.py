@@ -59,6 +59,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX contact_client_window ON contact(client, window);
     CREATE INDEX contact_received ON contact(received);
     """,
+    # 2: risk alerts and digests
+    """
+    ALTER TABLE contact ADD COLUMN alert INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE contact ADD COLUMN alert_done INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE contact ADD COLUMN digested_at TEXT;
+    CREATE TABLE digest (
+        message_id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        keys TEXT NOT NULL,
+        delivered_at TEXT
+    );
+    """,
 )
 
 # A message whose steps failed this many passes running is given up on (and stays
@@ -84,10 +96,12 @@ class Contact:
     session: datetime | None
     agenda: str
     risk: bool
+    alert: bool = False
     keyword_done: bool = False
     agenda_done: bool = False
     draft_tried: bool = False
     draft_done: bool = False
+    alert_done: bool = False
     attempts: int = 0
 
 
@@ -104,7 +118,7 @@ def _row(r: sqlite3.Row) -> Contact:
         session=_dt(r["session"]), agenda=r["agenda"], risk=bool(r["risk"]),
         keyword_done=bool(r["keyword_done"]), agenda_done=bool(r["agenda_done"]),
         draft_tried=bool(r["draft_tried"]), draft_done=bool(r["draft_done"]),
-        attempts=r["attempts"],
+        alert=bool(r["alert"]), alert_done=bool(r["alert_done"]), attempts=r["attempts"],
     )
 
 
@@ -225,12 +239,13 @@ class Store:
         self._execute(
             "INSERT INTO contact (key, client, mailbox, uidvalidity, uid, received, address, "
             "message_id, refs, subject, draft, suppressed, window, session, agenda, risk, "
-            "planned_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "alert, planned_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                c.key, c.client, c.mailbox, c.uidvalidity, c.uid, c.received.isoformat(),
+                c.key, c.client, c.mailbox, c.uidvalidity, c.uid,
+                c.received.astimezone(UTC).isoformat(),  # UTC: comparable as text
                 c.address, c.message_id, " ".join(c.refs), c.subject, int(c.draft),
                 c.suppressed, c.window, c.session.isoformat() if c.session else None,
-                c.agenda, int(c.risk), now.isoformat(),
+                c.agenda, int(c.risk), int(c.alert), now.isoformat(),
             ),
         )
 
@@ -243,8 +258,8 @@ class Store:
         return [_row(r) for r in rows]
 
     def mark(self, keys: Iterable[str], step: str) -> None:
-        """Record that ``step`` (keyword_done, agenda_done, draft_tried, draft_done) happened."""
-        if step not in ("keyword_done", "agenda_done", "draft_tried", "draft_done"):
+        """Record that a step (keyword, agenda, draft tried/done, alert) happened."""
+        if step not in ("keyword_done", "agenda_done", "draft_tried", "draft_done", "alert_done"):
             raise ValueError(step)
         with self.transaction():
             for key in keys:
@@ -264,3 +279,62 @@ class Store:
             + " WHERE key = ?",
             (now.isoformat(), key),
         )
+
+    # -- digests -----------------------------------------------------------------
+
+    def undigested(self) -> list[Contact]:
+        """Completed contacts not yet in a delivered digest, oldest first."""
+        rows = self._execute(
+            "SELECT * FROM contact WHERE done_at IS NOT NULL AND digested_at IS NULL "
+            "ORDER BY received, key"
+        )
+        return [_row(r) for r in rows]
+
+    def contacts_since(self, since: datetime) -> list[Contact]:
+        rows = self._execute(
+            "SELECT * FROM contact WHERE received >= ? ORDER BY received, key",
+            (since.astimezone(UTC).isoformat(),),
+        )
+        return [_row(r) for r in rows]
+
+    def contacts(self, keys: Iterable[str]) -> list[Contact]:
+        keys = list(keys)
+        out: list[Contact] = []
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            rows = self._execute(
+                f"SELECT * FROM contact WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            )
+            out.extend(_row(r) for r in rows)
+        return sorted(out, key=lambda c: (c.received, c.key))
+
+    def pending_digest(self) -> tuple[str, list[str]] | None:
+        row = self._execute(
+            "SELECT message_id, keys FROM digest WHERE delivered_at IS NULL "
+            "ORDER BY created_at LIMIT 1"
+        ).fetchone()
+        return (row[0], row[1].split()) if row else None
+
+    def plan_digest(self, message_id: str, keys: Iterable[str], now: datetime) -> None:
+        self._execute(
+            "INSERT INTO digest VALUES (?, ?, ?, NULL)",
+            (message_id, now.isoformat(), " ".join(keys)),
+        )
+
+    def digest_delivered(self, message_id: str, now: datetime) -> None:
+        with self.transaction():
+            row = self._execute(
+                "SELECT keys FROM digest WHERE message_id = ?", (message_id,)
+            ).fetchone()
+            for key in (row[0].split() if row else []):
+                self._execute(
+                    "UPDATE contact SET digested_at = ? WHERE key = ?", (now.isoformat(), key)
+                )
+            self._execute(
+                "UPDATE digest SET delivered_at = ? WHERE message_id = ?",
+                (now.isoformat(), message_id),
+            )
+
+    def last_digest_at(self) -> datetime | None:
+        row = self._execute("SELECT MAX(delivered_at) FROM digest").fetchone()
+        return _dt(row[0])

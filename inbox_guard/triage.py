@@ -17,9 +17,10 @@ from typing import Any
 
 import jinja2
 
-from . import agenda, compose, rules
+from . import agenda, compose, risk, rules
 from .config import Settings
 from .decide import Arrival, Candidate, classify, plan
+from .deliver import deliver
 from .errors import ConnectError, InboxGuardError, StoreError
 from .mailbox import Mailbox, Status
 from .store import Contact, Store
@@ -116,14 +117,35 @@ def _read_new(
     return candidates, status, top
 
 
+def _screen(
+    settings: Settings, mailbox: Mailbox, candidates: list[Candidate]
+) -> dict[int, bool]:
+    """Risk words in the subject or the first 64 KiB of the text part, per UID."""
+    windows = mailbox.text_windows([c.arrival.uid for c in candidates], risk.WINDOW)
+    out = {}
+    for c in candidates:
+        texts = [c.arrival.headers.subject]
+        w = windows.get(c.arrival.uid)
+        if w is not None:
+            texts.append(risk.decode_part(w.raw, w.encoding, w.charset, w.subtype))
+        out[c.arrival.uid] = bool(risk.screen(texts, settings.main.risk.phrases))
+        if out[c.arrival.uid]:
+            log.warning("uid %s (client %s): risk words found (%s)", c.arrival.uid,
+                        c.client.id, risk.DISCLAIMER)
+    return out
+
+
 def _plan_and_record(
-    settings: Settings, store: Store, now: datetime, candidates: list[tuple[Candidate, str]],
-    uidvalidity: int, top: int,
+    settings: Settings, mailbox: Mailbox, store: Store, now: datetime,
+    candidates: list[tuple[Candidate, str]], uidvalidity: int, top: int,
 ) -> None:
     inbox = settings.main.account.inbox
     known = store.known(k for _, k in candidates)
     fresh = {c.arrival.uid: (c, k) for c, k in candidates if k not in known}
-    decisions = plan((c for c, _ in fresh.values()), settings, now, store.drafted_windows())
+    risky = _screen(settings, mailbox, [c for c, _ in fresh.values()]) if fresh else {}
+    decisions = plan(
+        (c for c, _ in fresh.values()), settings, now, store.drafted_windows(), risky
+    )
     with store.transaction():
         for d in decisions:
             cand, key = fresh[d.uid]
@@ -131,11 +153,11 @@ def _plan_and_record(
             store.add(
                 Contact(
                     key=key, client=d.client, mailbox=inbox, uidvalidity=uidvalidity,
-                    uid=d.uid, received=d.received.astimezone(settings.tz), address=d.address,
+                    uid=d.uid, received=d.received, address=d.address,
                     message_id=h.message_id, refs=h.references, subject=h.subject,
                     draft=d.draft, suppressed=d.suppressed, window=d.window,
                     session=d.session, agenda=str(agenda.relpath(d.client, d.session)),
-                    risk=d.risk,
+                    risk=d.risk, alert=d.risk and settings.main.risk.alert,
                 ),
                 now,
             )
@@ -151,11 +173,17 @@ def _do_steps(
     if not pending:
         return
 
-    # Mark: one STORE for all, on UIDs that are still valid.
+    # Mark: one STORE for all, one more for risk, on UIDs that are still valid.
     unmarked = [c for c in pending if not c.keyword_done]
-    live = [c.uid for c in unmarked if c.uidvalidity == status.uidvalidity]
+    live = [c for c in unmarked if c.uidvalidity == status.uidvalidity]
     if live and not dry_run:
-        mailbox.add_flags(live, mark_flags(settings, status))
+        mailbox.add_flags([c.uid for c in live], mark_flags(settings, status))
+        risky = [c.uid for c in live if c.risk]
+        if risky:
+            flags = ["\\Flagged"]
+            if status.allows(main.risk.keyword):
+                flags.insert(0, main.risk.keyword)
+            mailbox.add_flags(risky, flags)
     if unmarked and not dry_run:
         store.mark((c.key for c in unmarked), "keyword_done")
 
@@ -176,6 +204,8 @@ def _do_steps(
                     c.session, agenda.note_line(local, subject, c.key), c.key,
                 )
                 store.mark([c.key], "agenda_done")
+            if c.alert and not c.alert_done and not dry_run:
+                _alert(settings, env, mailbox, store, c, now)
             if not dry_run:
                 store.complete(c.key, now, keep_subject=main.digest.include_subjects)
         except (ConnectError, StoreError):
@@ -191,7 +221,7 @@ def _do_steps(
                 "uid": c.uid,
                 "message_id": c.message_id,
                 "client": c.client,
-                "received": c.received.isoformat(),
+                "received": c.received.astimezone(settings.tz).isoformat(),
                 "draft": c.draft,
                 "agenda": _agenda_display(settings, c),
                 "risk": c.risk,
@@ -222,12 +252,33 @@ def _draft(
     store.mark([c.key], "draft_done")
 
 
+def _alert(
+    settings: Settings, env: jinja2.Environment, mailbox: Mailbox, store: Store, c: Contact,
+    now: datetime,
+) -> None:
+    """Tell the practitioner at once, by the digest's route (never the client)."""
+    domain = settings.main.therapist.email.rsplit("@", 1)[1]
+    message_id = f"<inbox-guard.alert.{c.key}@{domain}>"
+    client = settings.clients.get(c.client)
+    msg = compose.alert_message(
+        settings, env, client=c.client, name=client.name if client else c.client,
+        received=c.received, draft=c.draft, suppressed=c.suppressed, session=c.session,
+        message_id=message_id, now=now,
+    )
+    inbox = settings.main.account.inbox
+    imap = settings.main.digest.deliver == "imap"
+    # Over IMAP an alert appended just before a crash is found, not sent twice.
+    if not (imap and mailbox.has_message_id(inbox, message_id)):
+        deliver(settings, msg, mailbox, now)
+    store.mark([c.key], "alert_done")
+
+
 def run_pass(
     settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool = False
 ) -> PassResult:
     """One triage pass over the inbox. With ``dry_run`` the store must be a snapshot."""
     result = PassResult()
     candidates, status, top = _read_new(settings, mailbox, store, now, dry_run, result)
-    _plan_and_record(settings, store, now, candidates, status.uidvalidity, top)
+    _plan_and_record(settings, mailbox, store, now, candidates, status.uidvalidity, top)
     _do_steps(settings, mailbox, store, now, dry_run, status, result)
     return result

@@ -10,6 +10,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 from inbox_guard import demo
+from inbox_guard.compose import ALERT_SUBJECT
 
 
 def test_demo_output_matches_what_the_embedded_server_holds(tmp_path: Path) -> None:
@@ -19,10 +20,20 @@ def test_demo_output_matches_what_the_embedded_server_holds(tmp_path: Path) -> N
     text = "\n".join(lines)
 
     flagged = {f["uid"]: f for f in run.result.flagged}
+    seeded = {s.uid for s in run.seeded}
     # Every flagged message is marked on the server; nothing else is.
-    for uid, (flags, _raw) in run.inbox.items():
-        assert ("\\Flagged" in flags) == (uid in flagged), uid
-    assert len(run.inbox) == len(run.seeded)  # nothing moved or deleted
+    for uid in seeded:
+        assert ("\\Flagged" in run.inbox[uid][0]) == (uid in flagged), uid
+    # Nothing moved or deleted; the only additions are the alert and the digest, to Alex.
+    added = [email.message_from_bytes(raw, policy=default_policy)
+             for uid, (_, raw) in run.inbox.items() if uid not in seeded]
+    assert seeded <= run.inbox.keys()
+    assert sorted(str(m["To"]) for m in added) == ["alex@example.org", "alex@example.org"]
+    subjects = sorted(str(m["Subject"]) for m in added)
+    assert subjects == [run.digest.message["Subject"], ALERT_SUBJECT]
+    assert [f["risk"] for f in run.result.flagged].count(True) == 1
+    assert f"The morning digest, delivered to your inbox: {run.digest.message['Subject']}" in text
+    assert "NEEDS ATTENTION: risk words found (keyword screen, not an assessment)" in text
 
     # One draft per flagged message that called for one, addressed to the client.
     drafted = sorted(f["uid"] for f in run.result.flagged if f["draft"])

@@ -1,0 +1,100 @@
+"""The daily digest, as data: pure functions of stored contacts, settings and ``now``.
+
+Risk items first; then, per client, each out-of-hours contact since the last digest,
+whether a holding reply was drafted, the next session, and the pattern of the last
+28 days by hour of day. Rendering is in :mod:`inbox_guard.compose`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .config import Settings
+from .sessions import next_session
+from .store import Contact
+
+PATTERN_DAYS = 28
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str
+    client: str
+    name: str
+    local: datetime
+    subject: str | None
+    draft: bool
+    suppressed: str | None
+    risk: bool
+
+
+@dataclass(frozen=True)
+class ClientSummary:
+    client: str
+    name: str
+    items: list[Item]
+    next_session: datetime | None
+    hours: list[tuple[int, int]]  # (local hour, contacts) over PATTERN_DAYS, hours with any
+    total: int  # contacts over PATTERN_DAYS
+
+    @property
+    def peak(self) -> int:
+        return max((n for _, n in self.hours), default=0)
+
+
+@dataclass(frozen=True)
+class Digest:
+    now: datetime
+    since: datetime | None
+    risk: list[Item]
+    clients: list[ClientSummary] = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[str]:
+        return [i.key for c in self.clients for i in c.items]
+
+    @property
+    def empty(self) -> bool:
+        return not self.clients
+
+    @property
+    def count(self) -> int:
+        return len(self.keys)
+
+
+def _item(c: Contact, settings: Settings, with_subject: bool) -> Item:
+    client = settings.clients.get(c.client)
+    return Item(
+        key=c.key, client=c.client, name=client.name if client else c.client,
+        local=c.received.astimezone(settings.tz),
+        subject=c.subject if with_subject and c.subject else None,
+        draft=c.draft, suppressed=c.suppressed, risk=c.risk,
+    )
+
+
+def build(
+    new: list[Contact], recent: list[Contact], settings: Settings, now: datetime,
+    since: datetime | None,
+) -> Digest:
+    """``new``: contacts not yet digested; ``recent``: all contacts of the last 28 days."""
+    with_subject = settings.main.digest.include_subjects
+    items = [_item(c, settings, with_subject) for c in new]
+    cutoff = now - timedelta(days=PATTERN_DAYS)
+    clients = []
+    for client_id in sorted({i.client for i in items}):
+        mine = [i for i in items if i.client == client_id]
+        pattern = Counter(
+            c.received.astimezone(settings.tz).hour
+            for c in recent if c.client == client_id and c.received >= cutoff
+        )
+        client = settings.clients.get(client_id)
+        clients.append(
+            ClientSummary(
+                client=client_id, name=mine[0].name, items=mine,
+                next_session=next_session(client.sessions, now, settings.tz) if client else None,
+                hours=sorted(pattern.items()), total=sum(pattern.values()),
+            )
+        )
+    return Digest(now=now, since=since, risk=[i for i in items if i.risk], clients=clients)

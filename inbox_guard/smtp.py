@@ -1,0 +1,52 @@
+"""The one module that sends mail, and only ever to the practitioner.
+
+Non-negotiable 1 is enforced here, at the last step: :func:`send` refuses any
+recipient that is not one of ``therapist.addresses``, whatever the caller asks.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Iterable
+from email.message import EmailMessage
+
+from .config import Smtp
+from .errors import DeliveryError
+
+
+def send(
+    server: Smtp, password: str | None, message: EmailMessage, to: Iterable[str],
+    allowed: Iterable[str],
+) -> None:
+    recipients = [r.lower() for r in to]
+    permitted = {a.lower() for a in allowed}
+    strangers = [r for r in recipients if r not in permitted]
+    if strangers or not recipients:
+        raise DeliveryError(
+            f"refusing to send to {', '.join(strangers) or 'nobody'}: inbox-guard only sends "
+            "to the practitioner's own addresses"
+        )
+    where = f"{server.host}:{server.effective_port}"
+    context = ssl.create_default_context(cafile=server.ca_file or None)
+    try:
+        if server.security == "tls":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                server.host, server.effective_port, timeout=server.timeout_seconds,
+                context=context,
+            )
+        else:
+            client = smtplib.SMTP(server.host, server.effective_port,
+                                  timeout=server.timeout_seconds)
+        with client:
+            if server.security == "starttls":
+                client.starttls(context=context)
+            if server.username:
+                client.login(server.username, password or "")
+            refused = client.send_message(message, to_addrs=recipients)
+    except smtplib.SMTPAuthenticationError as exc:
+        raise DeliveryError(f"{where} refused the SMTP login for {server.username!r}") from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(f"cannot send through {where}: {exc}") from exc
+    if refused:
+        raise DeliveryError(f"{where} refused {', '.join(refused)}")
