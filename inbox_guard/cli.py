@@ -150,6 +150,51 @@ def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
 
 
 @cli.command()
+@click.option("--dry-run", is_flag=True, help="Print the digest instead of delivering it.")
+@click.option("--now", metavar="ISO", help="Clock for the digest (ISO 8601).")
+@click.pass_obj
+def digest(state: _State, dry_run: bool, now: str | None) -> None:
+    """Build the digest of everything since the last one, and deliver it now."""
+    from .deliver import run_digest
+    from .store import Store
+
+    settings = state.settings()
+    clock = _parse_now(now, settings)
+    if settings.main.digest.deliver == "imap" and not dry_run:
+        with _session(settings, dry_run=False) as (mailbox, store):
+            run = run_digest(settings, mailbox, store, clock, dry_run=False)
+    else:
+        store = Store.snapshot(settings.state_path) if dry_run else Store.open(settings.state_path)
+        try:
+            run = run_digest(settings, None, store, clock, dry_run=dry_run)
+        finally:
+            store.close()
+    if run.message is None:
+        click.echo("nothing to report since the last digest (digest.send_empty is off)")
+        return
+    if dry_run:
+        click.echo(f"Subject: {run.message['Subject']}")
+        click.echo(f"To: {run.message['To']}")
+        click.echo("")
+        part = run.message.get_body(preferencelist=("plain",))
+        click.echo(part.get_content().rstrip() if part is not None else "")
+        return
+    click.echo(f"digest delivered to {settings.digest_to} ({run.digest.count} contacts)")
+
+
+@cli.command(name="run")
+@click.pass_obj
+def run_service(state: _State) -> None:
+    """Run the background service: passes every poll_minutes, the digest on schedule."""
+    from .service import Service
+
+    settings = state.settings()
+    if not state.debug:
+        logging.getLogger("inbox_guard").setLevel(logging.INFO)
+    Service(settings).run_forever()
+
+
+@cli.command()
 @click.argument("client_id", required=False)
 @click.option("--now", metavar="ISO", help="Clock for what counts as upcoming.")
 @click.pass_obj

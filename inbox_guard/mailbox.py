@@ -158,6 +158,8 @@ class Mailbox:
         with _translated(f"{'EXAMINE' if read_only else 'SELECT'} {folder}"):
             try:
                 r = self._c.select_folder(folder, readonly=read_only)
+            except imaplib.IMAP4.abort:
+                raise  # a dead connection, not a missing folder: translated below
             except IMAPClientError as exc:
                 raise MailboxError(f"cannot open folder {folder!r}: {_text(exc)}") from None
         self._selected = folder

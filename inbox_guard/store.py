@@ -138,7 +138,10 @@ class Store:
             if not path.exists():
                 path.touch(mode=FILE_MODE)
             path.chmod(FILE_MODE)
-            conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+            # The service's jobs run on scheduler threads, one at a time (its lock).
+            conn = sqlite3.connect(
+                path, isolation_level=None, timeout=30, check_same_thread=False
+            )
             store = cls(conn, str(path))
             store._execute("PRAGMA journal_mode=WAL")
             store._execute("PRAGMA synchronous=FULL")

@@ -10,6 +10,7 @@ might have happened (a draft APPENDed just before a crash) is checked before red
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
@@ -166,7 +167,7 @@ def _plan_and_record(
 
 def _do_steps(
     settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool,
-    status: Status, result: PassResult,
+    status: Status, result: PassResult, stop: threading.Event | None,
 ) -> None:
     main = settings.main
     pending = store.pending()
@@ -190,6 +191,9 @@ def _do_steps(
     env = compose.template_env(settings.templates_dir)
     drafts_folder: str | None = None
     for c in pending:
+        if stop is not None and stop.is_set():
+            log.info("stopping: %d messages left for the next pass", len(pending))
+            return  # every message so far is whole; the rest is pending in the store
         try:
             if c.draft and not c.draft_done and not dry_run:
                 if drafts_folder is None:
@@ -274,11 +278,15 @@ def _alert(
 
 
 def run_pass(
-    settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool = False
+    settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool = False,
+    stop: threading.Event | None = None,
 ) -> PassResult:
-    """One triage pass over the inbox. With ``dry_run`` the store must be a snapshot."""
+    """One triage pass over the inbox. With ``dry_run`` the store must be a snapshot.
+
+    ``stop``, when set, ends the pass between two messages (the service's shutdown).
+    """
     result = PassResult()
     candidates, status, top = _read_new(settings, mailbox, store, now, dry_run, result)
     _plan_and_record(settings, mailbox, store, now, candidates, status.uidvalidity, top)
-    _do_steps(settings, mailbox, store, now, dry_run, status, result)
+    _do_steps(settings, mailbox, store, now, dry_run, status, result, stop)
     return result

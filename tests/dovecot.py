@@ -9,11 +9,13 @@ user, chroot off).
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -135,7 +137,25 @@ namespace inbox {{
         _wait_for_greeting(self.port, time.monotonic() + timeout)
         return self
 
+    def _children(self) -> list[int]:
+        pid_file = self.root / "run" / "master.pid"
+        if not pid_file.exists():
+            return []
+        master = pid_file.read_text().strip()
+        out = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == master:
+                out.append(int(stat.parent.name))
+        return out
+
     def stop(self) -> None:
+        """Stop the server, including session processes that outlive the master
+        (Dovecot leaves running imap sessions alone), as a crash or reboot would."""
+        children = self._children()
         pid_file = self.root / "run" / "master.pid"
         subprocess.run(
             [DOVECOT, "-c", str(self.conf), "stop"],
@@ -144,6 +164,9 @@ namespace inbox {{
         deadline = time.monotonic() + 10
         while pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.02)  # waiting for the master to remove its pid file
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def cleanup(self) -> None:
         self.stop()

@@ -1,0 +1,182 @@
+"""``inbox-guard run``: the background service.
+
+APScheduler fires a triage pass at start-up and every ``poll_minutes``, and the digest
+at ``digest.at`` on ``digest.days`` (cron in the practice's zone, so 07:30 stays 07:30
+across daylight saving). One lock keeps passes and digests from overlapping. A lost
+connection, a server restart or a refused login is logged and retried with capped
+exponential backoff; the service itself never dies of it. SIGTERM/SIGINT stop it: the
+running pass stops between messages (each message's bookkeeping is whole, and what is
+left is finished by the next pass) and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .config import Settings
+from .credentials import password
+from .deliver import run_digest
+from .errors import ConnectError, InboxGuardError
+from .mailbox import Mailbox
+from .store import Store
+from .triage import run_pass
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_SECONDS = 5.0
+
+
+def digest_trigger(settings: Settings) -> CronTrigger:
+    hour, minute = (int(x) for x in settings.main.digest.at.split(":")[:2])
+    return CronTrigger(
+        day_of_week=",".join(settings.main.digest.days), hour=hour, minute=minute,
+        timezone=settings.tz,
+    )
+
+
+def backoff(failures: int, cap: float) -> float:
+    """Seconds before retry number ``failures`` (1, 2, ...): 5, 10, 20, ... up to ``cap``."""
+    return float(min(cap, FIRST_RETRY_SECONDS * 2 ** max(0, failures - 1)))
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.done: queue.Queue[tuple[str, bool]] = queue.Queue()  # (job, ok), for watchers
+        self._lock = threading.Lock()
+        self._mailbox: Mailbox | None = None
+        self._store: Store | None = None
+        self._failures = {"triage": 0, "digest": 0}
+        self.scheduler = BackgroundScheduler(timezone=settings.tz)
+
+    # -- jobs --------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC).astimezone(self.settings.tz)
+
+    def _connect(self) -> Mailbox:
+        if self._mailbox is None:
+            account = self.settings.main.account
+            secret = password(account, "account", self.settings.path)
+            self._mailbox = Mailbox.connect(account, secret)
+            log.info("connected to %s:%s", account.host, account.effective_port)
+        return self._mailbox
+
+    def _drop_connection(self) -> None:
+        if self._mailbox is not None:
+            self._mailbox.logout()
+            self._mailbox = None
+
+    def _store_open(self) -> Store:
+        if self._store is None:
+            self._store = Store.open(self.settings.state_path)
+        return self._store
+
+    def _guarded(self, job: str, work: Any) -> None:
+        """Run ``work`` under the lock; on failure log one line and retry with backoff."""
+        with self._lock:
+            if self.stopping.is_set():
+                return
+            try:
+                work()
+            except InboxGuardError as exc:
+                if isinstance(exc, ConnectError):
+                    self._drop_connection()
+                self._failures[job] += 1
+                cap = self.settings.main.triage.poll_minutes * 60.0
+                delay = backoff(self._failures[job], cap if job == "triage" else 3600.0)
+                log.error("%s failed: %s; retrying in %.0f s", job, exc, delay)
+                self._retry(job, delay)
+                self.done.put((job, False))
+                return
+            self._failures[job] = 0
+            self.done.put((job, True))
+
+    def _retry(self, job: str, delay: float) -> None:
+        when = datetime.now(self.settings.tz) + timedelta(seconds=delay)
+        if job == "triage":
+            self.scheduler.modify_job("triage", next_run_time=when)
+        else:
+            self.scheduler.add_job(
+                self.digest, "date", run_date=when, id="digest-retry", replace_existing=True,
+            )
+
+    def triage(self) -> None:
+        def work() -> None:
+            now = self._now()
+            try:
+                result = run_pass(self.settings, self._connect(), self._store_open(), now,
+                                  stop=self.stopping)
+            except ConnectError:
+                # A kept connection may have been closed by the server while idle:
+                # reconnect once before calling it a failure.
+                self._drop_connection()
+                result = run_pass(self.settings, self._connect(), self._store_open(), now,
+                                  stop=self.stopping)
+            log.info("pass: scanned %d, flagged %d, ignored %d, errors %d", result.scanned,
+                     len(result.flagged), len(result.ignored), len(result.errors))
+
+        self._guarded("triage", work)
+
+    def digest(self) -> None:
+        def work() -> None:
+            imap = self.settings.main.digest.deliver == "imap"
+            mailbox = self._connect() if imap else None
+            run = run_digest(self.settings, mailbox, self._store_open(), self._now(), False)
+            if run.delivered:
+                log.info("digest delivered: %d contacts", run.digest.count)
+            else:
+                log.info("digest: nothing to report")
+
+        self._guarded("digest", work)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        minutes = self.settings.main.triage.poll_minutes
+        self.scheduler.add_job(
+            self.triage, IntervalTrigger(minutes=minutes, timezone=self.settings.tz),
+            id="triage", next_run_time=datetime.now(self.settings.tz),
+            max_instances=1, coalesce=True, misfire_grace_time=None,
+        )
+        self.scheduler.add_job(
+            self.digest, digest_trigger(self.settings), id="digest",
+            max_instances=1, coalesce=True, misfire_grace_time=3600,
+        )
+        self.scheduler.start()
+        nxt = self.scheduler.get_job("digest").next_run_time
+        log.info("running: a pass every %d min; next digest %s", minutes, f"{nxt:%a %d %b %H:%M}")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.scheduler.shutdown(wait=True)
+        with self._lock:
+            self._drop_connection()
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+        log.info("stopped")
+
+    def run_forever(self) -> None:
+        """Until SIGTERM or SIGINT; then stop cleanly."""
+        wake = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            wake.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        wake.wait()
+        self.stop()

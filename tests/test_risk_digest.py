@@ -1,0 +1,190 @@
+"""Risk screening, alerts and the digest against a real Dovecot and a real SMTP server."""
+
+from __future__ import annotations
+
+import email
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from inbox_guard import smtp
+from inbox_guard.compose import ALERT_SUBJECT
+from inbox_guard.config import Smtp
+from inbox_guard.errors import DeliveryError
+
+from .conftest import PASSWORD_ENV, SAM, Account, Practice, message, write_practice
+from .dovecot import free_port
+
+SUNDAY_NIGHT = datetime(2026, 11, 15, 23, 40, tzinfo=UTC)
+MONDAY_8 = "2026-11-16T08:00:00+00:00"
+Capsys = pytest.CaptureFixture[str]
+
+
+def parsed(account: Account, folder: str = "INBOX") -> dict[int, EmailMessage]:
+    return {
+        uid: email.message_from_bytes(m["bytes"], policy=default_policy)  # type: ignore[misc]
+        for uid, m in account.snapshot(folder).items()
+    }
+
+
+def risky_message(body: str, cte: str = "base64") -> bytes:
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"] = "jane@example.org"
+    msg["To"] = "alex@example.org"
+    msg["Subject"] = "late"
+    msg["Message-ID"] = "<risk-1@example.org>"
+    msg.set_content(body, charset="utf-8", cte=cte)
+    return msg.as_bytes()
+
+
+def test_risk_message_gets_both_keywords_urgent_draft_and_one_alert(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    uid = account.append(risky_message("I don’t want to be here anymore.\n"), SUNDAY_NIGHT)
+    calm = account.append(message(body="I learnt a new skill\n"), SUNDAY_NIGHT + timedelta(days=1))
+    result = practice.once_json(capsys, "--now", MONDAY_8)
+
+    assert {f["uid"]: f["risk"] for f in result["flagged"]} == {uid: True, calm: False}
+    flags = account.snapshot()
+    assert flags[uid]["flags"] == {b"$OutOfHours", b"$NeedsAttention", b"\\Flagged"}
+    assert flags[calm]["flags"] == {b"$OutOfHours"}
+
+    urgent = next(d for d in parsed(account, "Drafts").values() if d["To"] == "jane@example.org"
+                  and d["In-Reply-To"] == "<risk-1@example.org>")
+    body = " ".join(urgent.get_content().split())
+    assert body.index("In an emergency call 999") < body.index("next session")
+
+    alerts = [m for m in parsed(account).values() if m["Subject"] == ALERT_SUBJECT]
+    assert len(alerts) == 1
+    assert alerts[0]["To"] == "alex@example.org"
+    assert "keyword screen, not an assessment" in alerts[0].get_content()
+    assert "want to be here" not in alerts[0].get_content()  # never quotes the client
+
+    practice.once_json(capsys, "--now", MONDAY_8)
+    assert len([m for m in parsed(account).values() if m["Subject"] == ALERT_SUBJECT]) == 1
+
+
+def test_only_the_first_64_kib_of_the_text_is_screened(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    late = risky_message("All is well. " * 6000 + "\nI want to die\n", cte="quoted-printable")
+    account.append(late, SUNDAY_NIGHT)
+    [flag] = practice.once_json(capsys, "--now", MONDAY_8)["flagged"]
+    assert flag["risk"] is False
+
+
+def test_attachment_is_not_downloaded_and_text_part_is_found(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"], msg["To"], msg["Subject"] = "jane@example.org", "alex@example.org", "photos"
+    msg.set_content("I took too many pills earlier\n")
+    msg.add_attachment(b"\x00" * (3 * 1024 * 1024), maintype="application",
+                       subtype="octet-stream", filename="big.bin")
+    account.append(msg.as_bytes(), SUNDAY_NIGHT)
+    log = account.server.root / "dovecot.log"
+    before = log.read_text()
+    [flag] = practice.once_json(capsys, "--now", MONDAY_8)["flagged"]
+    assert flag["risk"] is True
+    # Dovecot logs the body bytes each session sent; none came near the attachment's size.
+    sent = [int(part.split("=")[1]) for line in log.read_text()[len(before):].splitlines()
+            for part in line.split() if part.startswith("body_bytes=")]
+    assert sent and max(sent) < 70_000
+
+
+def test_digest_holds_exactly_the_contacts_since_the_last_one(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    account.append(message(subject="one"), SUNDAY_NIGHT)
+    account.append(message(sender=SAM, subject="two"), SUNDAY_NIGHT + timedelta(minutes=5))
+    practice.once_json(capsys, "--now", MONDAY_8)
+
+    code, out, err = practice.run("digest", "--dry-run", "--now", MONDAY_8, capsys=capsys)
+    assert code == 0, err
+    assert "2 out-of-hours contacts from 2 clients" in out
+    assert "Jane Doe (jane-doe)" in out and "Sam (sam-lee)" in out
+    assert "Sun 15 Nov 23:40 — holding reply waiting in Drafts" in out
+    assert "Next session: Wed 18 Nov 10:00" in out
+    assert not [m for m in parsed(account).values() if "digest" in str(m["Subject"])]
+
+    code, out, _ = practice.run("digest", "--now", MONDAY_8, capsys=capsys)
+    assert code == 0 and "digest delivered to alex@example.org (2 contacts)" in out
+    digests = [m for m in parsed(account).values() if "digest" in str(m["Subject"])]
+    assert len(digests) == 1 and digests[0]["To"] == "alex@example.org"
+    assert digests[0].get_content_type() == "multipart/alternative"
+    html = digests[0].get_body(preferencelist=("html",)).get_content()
+    assert 'class="bar"' in html and "<script" not in html and "http" not in html
+
+    account.append(message(subject="three"), datetime(2026, 11, 16, 19, 0, tzinfo=UTC))
+    practice.once_json(capsys, "--now", "2026-11-16T19:30")
+    code, out, _ = practice.run("digest", "--dry-run", "--now", "2026-11-17T07:30", capsys=capsys)
+    assert "1 out-of-hours contact from 1 client" in out
+    assert "Sam" not in out
+    assert "Last 28 days: 2 out-of-hours contacts, at 19h, 23h" in out
+
+    practice.run("digest", "--now", "2026-11-17T07:30", capsys=capsys)
+    code, out, _ = practice.run("digest", "--now", "2026-11-18T07:30", capsys=capsys)
+    assert "nothing to report" in out
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[int, list[tuple[str, list[str], bytes]]]]:
+    received: list[tuple[str, list[str], bytes]] = []
+
+    class Record:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+            received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))  # type: ignore[attr-defined]
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Record(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, received
+    finally:
+        controller.stop()
+
+
+def test_smtp_delivery_goes_only_to_the_practitioner(
+    tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch,
+    smtp_server: tuple[int, list[tuple[str, list[str], bytes]]],
+) -> None:
+    port, received = smtp_server
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    p = write_practice(tmp_path, account, extra=f"""
+        [digest]
+        deliver = "smtp"
+        to = "practice@example.org"
+
+        [smtp]
+        host = "127.0.0.1"
+        port = {port}
+        security = "plain"
+        """)
+    account.append(risky_message("thinking about suicide\n"), SUNDAY_NIGHT)
+    account.append(message(), SUNDAY_NIGHT + timedelta(minutes=1))
+    p.once_json(capsys, "--now", MONDAY_8)
+    code, out, err = p.run("digest", "--now", MONDAY_8, capsys=capsys)
+    assert code == 0, err
+
+    assert len(received) == 2  # the alert, then the digest
+    assert all(rcpt == ["practice@example.org"] for _, rcpt, _ in received)
+    subjects = [email.message_from_bytes(raw)["Subject"] for _, _, raw in received]
+    assert subjects[0] == ALERT_SUBJECT and subjects[1].startswith("Out-of-hours digest")
+    # Nothing was appended to the inbox: SMTP delivery leaves the server alone.
+    assert all(m["From"] != "inbox-guard <alex@example.org>" for m in parsed(account).values())
+
+
+def test_smtp_refuses_anyone_but_the_practitioner() -> None:
+    server = Smtp(host="127.0.0.1", port=free_port(), security="plain")
+    msg = EmailMessage()
+    msg["Subject"] = "x"
+    with pytest.raises(DeliveryError, match="refusing to send to jane@example.org"):
+        smtp.send(server, None, msg, ["alex@example.org", "jane@example.org"],
+                  allowed=["alex@example.org"])

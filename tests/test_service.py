@@ -1,0 +1,140 @@
+"""`inbox-guard run`: scheduled passes and digests, recovery, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from inbox_guard import config
+from inbox_guard.service import Service, backoff, digest_trigger
+
+from .conftest import PASSWORD_ENV, Account, Practice, message, write_practice
+from .dovecot import Dovecot
+
+KW = b"$OutOfHours"
+RECENT = datetime.now(UTC) - timedelta(days=1)
+
+
+def wait_for(service: Service, job: str, timeout: float = 30) -> bool:
+    """The next completion of ``job``; True when it succeeded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        name, ok = service.done.get(timeout=max(0.1, deadline - time.monotonic()))
+        if name == job:
+            return ok
+
+
+def fire(service: Service, job: str) -> None:
+    """Make a scheduled job due now: the scheduler's clock, not a sleep."""
+    service.scheduler.modify_job(job, next_run_time=datetime.now(service.settings.tz))
+
+
+def out_of_hours_recently() -> datetime:
+    """An instant in the last week that the test practice counts as out of hours."""
+    t = RECENT.replace(hour=23, minute=30, second=0, microsecond=0)
+    return t if t < datetime.now(UTC) else t - timedelta(days=1)
+
+
+@pytest.fixture
+def service(practice: Practice) -> Iterator[Service]:
+    s = Service(config.load(practice.config))
+    try:
+        yield s
+    finally:
+        if s.scheduler.running:
+            s.stop()
+
+
+def test_scheduled_pass_and_digest_fire(
+    practice: Practice, account: Account, service: Service
+) -> None:
+    first = account.append(message(subject="first"), out_of_hours_recently())
+    service.start()
+    assert wait_for(service, "triage")  # the pass at start-up
+    assert KW in account.snapshot()[first]["flags"]
+
+    second = account.append(message(subject="second"), out_of_hours_recently() + timedelta(seconds=5))
+    fire(service, "triage")
+    assert wait_for(service, "triage")
+    assert KW in account.snapshot()[second]["flags"]
+
+    fire(service, "digest")
+    assert wait_for(service, "digest")
+    digests = [m for m in account.snapshot().values() if b"Out-of-hours digest" in m["bytes"]]
+    assert len(digests) == 1
+    assert b"2 out-of-hours contacts" in digests[0]["bytes"]
+
+
+def test_service_recovers_when_the_server_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Dovecot() as server:
+        user, password = server.user("alex")
+        account = Account(server, user, password)
+        monkeypatch.setenv(PASSWORD_ENV, password)
+        p = write_practice(tmp_path, account)
+        service = Service(config.load(p.config))
+        try:
+            service.start()
+            assert wait_for(service, "triage")
+
+            server.stop()
+            fire(service, "triage")
+            assert not wait_for(service, "triage")  # logged, retried, not dead
+            server.start()
+
+            uid = account.append(message(), out_of_hours_recently())
+            fire(service, "triage")
+            assert wait_for(service, "triage")
+            fire(service, "triage")
+            assert wait_for(service, "triage")
+            assert account.snapshot()[uid]["flags"] == {KW}
+            assert len(account.snapshot("Drafts")) == 1  # nothing duplicated
+        finally:
+            service.stop()
+
+
+def test_digest_schedule_is_local_across_daylight_saving(practice: Practice) -> None:
+    trigger = digest_trigger(config.load(practice.config))
+    tz = trigger.timezone
+    # Tue 20 Oct (summer time) -> Wed 21 Oct 07:30 BST, which is 06:30 UTC.
+    summer = trigger.get_next_fire_time(None, datetime(2026, 10, 20, 12, 0, tzinfo=tz))
+    assert (summer.day, summer.hour, summer.minute, summer.utcoffset()) == (21, 7, 30, timedelta(hours=1))
+    # Fri 23 Oct -> past the weekend and the clock change -> Mon 26 Oct 07:30 GMT.
+    winter = trigger.get_next_fire_time(None, datetime(2026, 10, 23, 12, 0, tzinfo=tz))
+    assert (winter.day, winter.hour, winter.minute, winter.utcoffset()) == (26, 7, 30, timedelta(0))
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff(n, 60) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+
+
+def test_run_stops_cleanly_on_sigterm(practice: Practice, account: Account) -> None:
+    account.append(message(), out_of_hours_recently())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inbox_guard", "--config", str(practice.config), "run"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, PASSWORD_ENV: account.password},
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:  # read until the first pass is logged
+        lines.append(line)
+        if "pass: scanned" in line:
+            break
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert time.monotonic() - started < 10
+    log = "".join(lines) + rest
+    assert "INFO pass: scanned 1, flagged 1" in log
+    assert "received SIGTERM, stopping" in log and log.rstrip().endswith("INFO stopped")
+    assert account.password not in log
