@@ -341,3 +341,15 @@ class Store:
     def last_digest_at(self) -> datetime | None:
         row = self._execute("SELECT MAX(delivered_at) FROM digest").fetchone()
         return _dt(row[0])
+
+    def purge(self, before: datetime) -> int:
+        """Forget handled contacts and delivered digests older than ``before``."""
+        when = before.astimezone(UTC).isoformat()
+        with self.transaction():
+            gone = self._execute(
+                "DELETE FROM contact WHERE done_at IS NOT NULL AND received < ?", (when,)
+            ).rowcount
+            self._execute(
+                "DELETE FROM digest WHERE delivered_at IS NOT NULL AND created_at < ?", (when,)
+            )
+        return int(gone)

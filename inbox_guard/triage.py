@@ -289,4 +289,6 @@ def run_pass(
     candidates, status, top = _read_new(settings, mailbox, store, now, dry_run, result)
     _plan_and_record(settings, mailbox, store, now, candidates, status.uidvalidity, top)
     _do_steps(settings, mailbox, store, now, dry_run, status, result, stop)
+    if not dry_run:
+        store.purge(now - timedelta(days=settings.main.state.retain_days))
     return result

@@ -330,3 +330,23 @@ def test_human_output_without_json(practice: Practice, account: Account, capsys:
     assert out.startswith("scanned 1; flagged 1; ignored 0; errors 0\n")
     assert "jane-doe  draft  -> agendas/jane-doe/2026-11-18.md" in out
     json.dumps(out)
+
+
+def test_bookkeeping_older_than_retain_days_is_purged(
+    tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IG_TEST_PASSWORD", account.password)
+    p = write_practice(tmp_path, account, extra="""
+        [state]
+        retain_days = 30
+        """)
+    account.append(message(message_id="<old@example.org>"), SUNDAY_NIGHT)
+    p.once_json(capsys, "--now", MONDAY_8)
+    with sqlite3.connect(p.state) as db:
+        assert db.execute("SELECT COUNT(*) FROM contact").fetchone()[0] == 1
+    p.once_json(capsys, "--now", "2026-12-15T08:00")  # 29 days on: kept
+    with sqlite3.connect(p.state) as db:
+        assert db.execute("SELECT COUNT(*) FROM contact").fetchone()[0] == 1
+    p.once_json(capsys, "--now", "2026-12-16T08:00")  # 30 days on: forgotten
+    with sqlite3.connect(p.state) as db:
+        assert db.execute("SELECT COUNT(*) FROM contact").fetchone()[0] == 0
