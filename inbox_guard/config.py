@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import hours
 from .errors import ConfigError
+from .rules import normalise_address
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -48,7 +49,7 @@ def _email(value: str) -> str:
     value = value.strip().lower()
     if not _EMAIL.match(value):
         raise ValueError(f"{value!r} is not an email address")
-    return value
+    return normalise_address(value)
 
 
 def _imap_keyword(value: str) -> str:

@@ -193,8 +193,8 @@ def _text(msg: EmailMessage) -> str:
 
 
 def main(keep: Path | None, out: Callable[[str], None] = print) -> DemoRun:
-    # The fallback to \Flagged is explained in the output, not as a warning.
-    logging.getLogger("inbox_guard.triage").setLevel(logging.ERROR)
+    # What the log would warn about (risk words, the \Flagged fallback) is in the output.
+    logging.getLogger("inbox_guard").setLevel(logging.ERROR)
     demo = run(keep)
     show(demo, out)
     if keep is None:

@@ -9,6 +9,7 @@ BODY.PEEK (their \\Seen flag never changes) and only ever given keywords/flags.
 from __future__ import annotations
 
 import imaplib
+import logging
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -23,6 +24,8 @@ from imapclient.response_parser import parse_fetch_response
 
 from .config import Account
 from .errors import AuthError, ConnectError, MailboxError
+
+log = logging.getLogger(__name__)
 
 FETCH_BATCH = 2000
 _COMMON_DRAFTS = ("Drafts", "INBOX.Drafts", "INBOX/Drafts", "[Gmail]/Drafts", "Draft")
@@ -103,6 +106,8 @@ class Mailbox:
     def __init__(self, client: imapclient.IMAPClient) -> None:
         self._c = client
         self._selected: str | None = None
+        self._status: Status | None = None
+        self._warned: set[str] = set()
 
     # -- connection --------------------------------------------------------------
 
@@ -158,18 +163,25 @@ class Mailbox:
         with _translated(f"{'EXAMINE' if read_only else 'SELECT'} {folder}"):
             try:
                 r = self._c.select_folder(folder, readonly=read_only)
+            except imaplib.IMAP4.readonly:
+                # imaplib's own check: SELECT answered [READ-ONLY].
+                raise MailboxError(
+                    f"the server opened {folder!r} read-only, so messages cannot be marked; "
+                    "check the account's rights (nothing was changed)"
+                ) from None
             except imaplib.IMAP4.abort:
                 raise  # a dead connection, not a missing folder: translated below
             except IMAPClientError as exc:
                 raise MailboxError(f"cannot open folder {folder!r}: {_text(exc)}") from None
         self._selected = folder
-        return Status(
+        self._status = Status(
             uidvalidity=int(r[b"UIDVALIDITY"]),
             uidnext=int(r[b"UIDNEXT"]) if b"UIDNEXT" in r else None,
             exists=int(r.get(b"EXISTS", 0)),
             permanent_flags=tuple(r.get(b"PERMANENTFLAGS", ())),
             read_only=bool(r.get(b"READ-ONLY", [False])) if b"READ-ONLY" in r else read_only,
         )
+        return self._status
 
     def uids_after(self, last_uid: int) -> list[int]:
         # "UID n:*" always includes the highest UID even when it is below n (RFC 3501
@@ -242,8 +254,27 @@ class Mailbox:
                     out[uid] = TextWindow(raw[:limit], encoding, charset, subtype)
         return out
 
+    def _storable(self, flags: Sequence[str]) -> list[str]:
+        """``flags`` as the open folder can keep them: a keyword the server will not keep
+        (PERMANENTFLAGS without \\*) becomes \\Flagged, and the log says so once."""
+        status = self._status
+        out: list[str] = []
+        for flag in flags:
+            if status is not None and not status.allows(flag):
+                if flag not in self._warned:
+                    log.warning(
+                        "the server does not keep the keyword %s (PERMANENTFLAGS has no \\*); "
+                        "marking with \\Flagged instead", flag,
+                    )
+                    self._warned.add(flag)
+                flag = "\\Flagged"
+            if flag not in out:
+                out.append(flag)
+        return out
+
     def add_flags(self, uids: Iterable[int], flags: Sequence[str]) -> None:
         """One STORE +FLAGS.SILENT per batch of UIDs; other flags are untouched."""
+        flags = self._storable(flags)
         uids = sorted(set(uids))
         for batch in _batches(uids, 10_000):
             with _translated("STORE"):

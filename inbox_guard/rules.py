@@ -10,11 +10,12 @@ such as Pigeonhole treat as automatic) is named by :func:`machine_reason`.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.utils import getaddresses
 
 # The header fields a triage pass fetches (BODY.PEEK[HEADER.FIELDS (...)]).
@@ -48,13 +49,21 @@ class Headers:
     has_list_header: bool
 
 
+def normalise_address(addr: str) -> str:
+    """Lower case, and an internationalised domain in its ASCII (IDNA) form, so
+    ``jane@bücher.example`` and ``jane@xn--bcher-kva.example`` are one address."""
+    local, _, domain = addr.strip().lower().rpartition("@")
+    with contextlib.suppress(UnicodeError):
+        domain = domain.encode("idna").decode("ascii")
+    return f"{local}@{domain}" if local else domain
+
+
 def _addresses(msg: Message, name: str) -> list[str]:
     values = [str(v) for v in msg.get_all(name, [])]
     out = []
     for _display, addr in getaddresses(values):
-        addr = addr.strip().lower()
         if "@" in addr:
-            out.append(addr)
+            out.append(normalise_address(addr))
     return out
 
 
@@ -78,8 +87,17 @@ def one_line(value: str) -> str:
     return _WS.sub(" ", value).strip()
 
 
+def _header_text(raw: bytes) -> str:
+    # 8-bit headers: UTF-8 (RFC 6532) when they are valid UTF-8, else Latin-1, which
+    # never fails; either way a later encoded word still decodes.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def parse(raw: bytes) -> Headers:
-    msg = BytesHeaderParser().parsebytes(raw)
+    msg = HeaderParser().parsestr(_header_text(raw))
     froms = _addresses(msg, "From")
     senders = _addresses(msg, "Sender")
     mid = _MSGID.search(str(msg.get("Message-ID", "")))

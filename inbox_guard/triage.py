@@ -51,24 +51,6 @@ def _agenda_display(settings: Settings, c: Contact) -> str:
     return str(PurePosixPath(settings.main.agenda.dir) / c.agenda)
 
 
-def mark_flags(settings: Settings, status: Status) -> list[str]:
-    """The keyword, or \\Flagged where the server keeps no keywords (said once per run)."""
-    keyword = settings.main.triage.keyword
-    if status.allows(keyword) or status.read_only:
-        return [keyword]
-    global _warned_keywords
-    if not _warned_keywords:
-        log.warning(
-            "the server does not keep the keyword %s (PERMANENTFLAGS has no \\*); "
-            "marking with \\Flagged instead", keyword,
-        )
-        _warned_keywords = True
-    return ["\\Flagged"]
-
-
-_warned_keywords = False
-
-
 def _read_new(
     settings: Settings, mailbox: Mailbox, store: Store, now: datetime, read_only: bool,
     result: PassResult,
@@ -178,13 +160,10 @@ def _do_steps(
     unmarked = [c for c in pending if not c.keyword_done]
     live = [c for c in unmarked if c.uidvalidity == status.uidvalidity]
     if live and not dry_run:
-        mailbox.add_flags([c.uid for c in live], mark_flags(settings, status))
+        mailbox.add_flags([c.uid for c in live], [main.triage.keyword])
         risky = [c.uid for c in live if c.risk]
         if risky:
-            flags = ["\\Flagged"]
-            if status.allows(main.risk.keyword):
-                flags.insert(0, main.risk.keyword)
-            mailbox.add_flags(risky, flags)
+            mailbox.add_flags(risky, [main.risk.keyword, "\\Flagged"])
     if unmarked and not dry_run:
         store.mark((c.key for c in unmarked), "keyword_done")
 
@@ -195,10 +174,8 @@ def _do_steps(
             log.info("stopping: %d messages left for the next pass", len(pending))
             return  # every message so far is whole; the rest is pending in the store
         try:
-            if c.draft and not c.draft_done and not dry_run:
-                if drafts_folder is None:
-                    drafts_folder = mailbox.find_drafts(main.account.drafts)
-                _draft(settings, env, mailbox, store, drafts_folder, c, now)
+            # The note first: it needs only the disk, so a Drafts problem cannot
+            # keep it from the agenda.
             if not c.agenda_done and not dry_run:
                 client = settings.clients.get(c.client)
                 local = c.received.astimezone(settings.tz)
@@ -208,6 +185,10 @@ def _do_steps(
                     c.session, agenda.note_line(local, subject, c.key), c.key,
                 )
                 store.mark([c.key], "agenda_done")
+            if c.draft and not c.draft_done and not dry_run:
+                if drafts_folder is None:
+                    drafts_folder = mailbox.find_drafts(main.account.drafts)
+                _draft(settings, env, mailbox, store, drafts_folder, c, now)
             if c.alert and not c.alert_done and not dry_run:
                 _alert(settings, env, mailbox, store, c, now)
             if not dry_run:
