@@ -143,13 +143,16 @@ class Store:
                 path, isolation_level=None, timeout=30, check_same_thread=False
             )
             store = cls(conn, str(path))
-            store._execute("PRAGMA journal_mode=WAL")
-            store._execute("PRAGMA synchronous=FULL")
-            store._migrate()
+            store._db.execute("PRAGMA journal_mode=WAL")
+            store._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot use the state file: {exc}") from exc
+            raise StoreError(
+                f"{path}: cannot use the state file: {exc} (it was left as it is; move it "
+                "aside to start afresh, and the first pass will look back lookback_days)"
+            ) from exc
         except OSError as exc:
             raise StoreError(f"{path}: cannot create the state file: {exc.strerror}") from exc
+        store._migrate()
         return store
 
     @classmethod

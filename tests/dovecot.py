@@ -46,10 +46,13 @@ def _wait_for_greeting(port: int, deadline: float) -> None:
 
 
 class Dovecot:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, tls: bool = False) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="ig-dovecot-"))
         self.root.chmod(0o755)
         self.port = free_port()
+        self.tls = tls
+        self.tls_port = free_port() if tls else 0
+        self.cert = self.root / "cert.pem"
         self.conf = self.root / "dovecot.conf"
         # One password for every user (a static passdb needs no reload, unlike a
         # passwd-file whose changes within one second go unseen); a user per test.
@@ -83,6 +86,17 @@ service imap-login {{
             (self.root / d).mkdir(exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.mail, user, group)
+        ssl = "ssl = no"
+        if self.tls:
+            key = self.root / "key.pem"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                 "-subj", "/CN=localhost", "-addext",
+                 "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext",
+                 "basicConstraints=critical,CA:TRUE", "-keyout", str(key), "-out",
+                 str(self.cert)], check=True, capture_output=True,
+            )
+            ssl = f"ssl = yes\nssl_cert = <{self.cert}\nssl_key = <{key}"
         self.conf.write_text(
             f"""
 base_dir = {self.root}/run
@@ -91,7 +105,7 @@ instance_name = ig-test-{self.port}
 log_path = {self.root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{self.mail}/%u
@@ -112,7 +126,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.tls_port}
   }}
 }}
 namespace inbox {{
