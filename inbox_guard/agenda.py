@@ -39,20 +39,26 @@ def _title(client_name: str, session: datetime | None) -> str:
     return f"# {client_name} — session {session:%a} {session:%Y-%m-%d %H:%M}"
 
 
-def add_note(
+def add_notes(
     agenda_dir: Path, client_id: str, client_name: str, session: datetime | None,
-    line: str, key: str,
+    lines: list[tuple[str, str]],
 ) -> bool:
-    """Add ``line`` unless a line for ``key`` is there; True when the file changed."""
+    """Add each (line, key) whose key has no line yet, in one write; True if changed."""
     path = agenda_dir / relpath(client_id, session)
     text = path.read_text(encoding="utf-8") if path.exists() else (
         f"{_title(client_name, session)}\n\nOut-of-hours contacts: 0\n\n"
     )
-    if key[:MARKER_LEN] in _MARKER.findall(text):
+    present = set(_MARKER.findall(text))
+    new = []
+    for line, key in lines:
+        if key[:MARKER_LEN] not in present:
+            new.append(line)
+            present.add(key[:MARKER_LEN])
+    if not new:
         return False
     if not text.endswith("\n"):
         text += "\n"
-    text += line + "\n"
+    text += "".join(line + "\n" for line in new)
     count = f"Out-of-hours contacts: {len(_MARKER.findall(text))}"
     if _COUNT.search(text):
         text = _COUNT.sub(count, text, count=1)

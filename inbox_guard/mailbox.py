@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -28,6 +28,7 @@ from .errors import AuthError, ConnectError, MailboxError
 log = logging.getLogger(__name__)
 
 FETCH_BATCH = 2000
+T = TypeVar("T")
 _COMMON_DRAFTS = ("Drafts", "INBOX.Drafts", "INBOX/Drafts", "[Gmail]/Drafts", "Draft")
 
 
@@ -77,9 +78,9 @@ def uid_set(uids: Iterable[int]) -> str:
     return ",".join(out)
 
 
-def _batches(uids: Sequence[int], size: int) -> Iterator[list[int]]:
-    for i in range(0, len(uids), size):
-        yield list(uids[i : i + size])
+def _batches(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
 
 
 def _ssl_context(account: Account) -> ssl.SSLContext:
@@ -190,10 +191,22 @@ class Mailbox:
             found = self._c.search(["UID", f"{last_uid + 1}:*"])
         return sorted(u for u in found if u > last_uid)
 
-    def uids_since(self, day: date) -> list[int]:
-        """UIDs that arrived on or after ``day`` in the server's zone (whole days)."""
+    def uids_since_from(self, day: date, senders: Sequence[str]) -> list[int]:
+        """UIDs since ``day`` whose From contains one of ``senders``, in one SEARCH.
+
+        Narrows a first pass to the few messages that can matter; SEARCH FROM matches
+        substrings of the decoded header, so callers re-check each address locally.
+        """
+        if not senders:
+            return []
+        criteria: list[Any] = ["SINCE", day]
+        for i, sender in enumerate(senders):
+            if i < len(senders) - 1:
+                criteria.append("OR")
+            criteria += ["FROM", sender]
+        charset = None if all(s.isascii() for s in senders) else "UTF-8"
         with _translated("SEARCH"):
-            return sorted(self._c.search(["SINCE", day]))
+            return sorted(self._c.search(criteria, charset=charset))
 
     def highest_uid(self) -> int:
         with _translated("SEARCH"):
@@ -312,6 +325,23 @@ class Mailbox:
     def append(self, folder: str, message: bytes, flags: Sequence[str], when: datetime) -> None:
         with _translated(f"APPEND {folder}"):
             self._c.append(folder, message, flags=list(flags), msg_time=when)
+
+    def append_many(
+        self, folder: str, messages: Sequence[bytes], flags: Sequence[str], when: datetime
+    ) -> None:
+        """All ``messages`` into ``folder``: MULTIAPPEND (RFC 3502) where the server has
+        it, in one command per batch; else one APPEND each."""
+        if not messages:
+            return
+        if len(messages) > 1 and b"MULTIAPPEND" in self.capabilities():
+            for batch in _batches(list(messages), 500):
+                with _translated(f"MULTIAPPEND {folder}"):
+                    self._c.multiappend(
+                        folder, [{"msg": m, "flags": list(flags), "date": when} for m in batch]
+                    )
+            return
+        for m in messages:
+            self.append(folder, m, flags, when)
 
 
 def _s(value: Any) -> str:

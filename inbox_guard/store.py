@@ -277,14 +277,16 @@ class Store:
             (error, key),
         )
 
-    def complete(self, key: str, now: datetime, keep_subject: bool) -> None:
-        """All steps done: close the contact and drop what is no longer needed."""
-        self._execute(
-            "UPDATE contact SET done_at = ?, refs = '', last_error = NULL"
-            + ("" if keep_subject else ", subject = NULL")
-            + " WHERE key = ?",
-            (now.isoformat(), key),
-        )
+    def complete(self, keys: Iterable[str], now: datetime, keep_subject: bool) -> None:
+        """All steps done: close the contacts and drop what is no longer needed."""
+        with self.transaction():
+            for key in keys:
+                self._execute(
+                    "UPDATE contact SET done_at = ?, refs = '', last_error = NULL"
+                    + ("" if keep_subject else ", subject = NULL")
+                    + " WHERE key = ?",
+                    (now.isoformat(), key),
+                )
 
     # -- digests -----------------------------------------------------------------
 

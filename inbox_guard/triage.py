@@ -9,8 +9,10 @@ might have happened (a draft APPENDed just before a crash) is checked before red
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
@@ -22,7 +24,7 @@ from . import agenda, compose, risk, rules
 from .config import Settings
 from .decide import Arrival, Candidate, classify, plan
 from .deliver import deliver
-from .errors import ConnectError, InboxGuardError, StoreError
+from .errors import ConnectError, InboxGuardError, MailboxError, StoreError
 from .mailbox import Mailbox, Status
 from .store import Contact, Store
 
@@ -51,6 +53,19 @@ def _agenda_display(settings: Settings, c: Contact) -> str:
     return str(PurePosixPath(settings.main.agenda.dir) / c.agenda)
 
 
+def _sender_forms(settings: Settings) -> list[str]:
+    """Every active client address, with internationalised domains also in Unicode
+    (a server searches the decoded header, which may hold either form)."""
+    forms = []
+    for addr in sorted(settings.client_by_email):
+        forms.append(addr)
+        local, _, domain = addr.rpartition("@")
+        if "xn--" in domain:
+            with contextlib.suppress(UnicodeError):
+                forms.append(f"{local}@{domain.encode('ascii').decode('idna')}")
+    return forms
+
+
 def _read_new(
     settings: Settings, mailbox: Mailbox, store: Store, now: datetime, read_only: bool,
     result: PassResult,
@@ -66,9 +81,11 @@ def _read_new(
                 "UIDVALIDITY of %s changed (%s -> %s): rescanning the last %d days",
                 inbox, pos[0], status.uidvalidity, settings.main.triage.lookback_days,
             )
-        # First pass: only the lookback window; all older mail is recorded as seen.
+        # First pass: only the lookback window, and on the server already only mail
+        # from client addresses; all other mail is recorded as seen, never fetched.
         cutoff = now - timedelta(days=settings.main.triage.lookback_days)
-        uids = mailbox.uids_since(cutoff.date() - timedelta(days=1)) if cutoff < now else []
+        day = cutoff.date() - timedelta(days=1)  # SEARCH works in the server's whole days
+        uids = mailbox.uids_since_from(day, _sender_forms(settings)) if cutoff < now else []
         top = status.uidnext - 1 if status.uidnext else mailbox.highest_uid()
     elif status.uidnext is not None and status.uidnext <= pos[1] + 1:
         uids, top = [], pos[1]  # nothing new: no SEARCH, no FETCH
@@ -151,55 +168,61 @@ def _do_steps(
     settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool,
     status: Status, result: PassResult, stop: threading.Event | None,
 ) -> None:
+    """Do what the store says is pending, in batches: one STORE, one write per agenda
+    file, one APPEND (MULTIAPPEND) for the drafts, one transaction per step. A failure
+    that belongs to one message is recorded for it alone; a lost connection stops the
+    pass, and whatever is left is pending for the next one."""
     main = settings.main
     pending = store.pending()
-    if not pending:
-        return
+    failed: dict[str, str] = {}
 
-    # Mark: one STORE for all, one more for risk, on UIDs that are still valid.
-    unmarked = [c for c in pending if not c.keyword_done]
-    live = [c for c in unmarked if c.uidvalidity == status.uidvalidity]
-    if live and not dry_run:
-        mailbox.add_flags([c.uid for c in live], [main.triage.keyword])
-        risky = [c.uid for c in live if c.risk]
-        if risky:
-            mailbox.add_flags(risky, [main.risk.keyword, "\\Flagged"])
-    if unmarked and not dry_run:
-        store.mark((c.key for c in unmarked), "keyword_done")
+    def fail(c: Contact, exc: Exception) -> None:
+        log.error("uid %s (client %s): %s", c.uid, c.client, exc)
+        failed[c.key] = str(exc)
 
-    env = compose.template_env(settings.templates_dir)
-    drafts_folder: str | None = None
-    for c in pending:
+    def stopping() -> bool:
         if stop is not None and stop.is_set():
-            log.info("stopping: %d messages left for the next pass", len(pending))
-            return  # every message so far is whole; the rest is pending in the store
-        try:
-            # The note first: it needs only the disk, so a Drafts problem cannot
-            # keep it from the agenda.
-            if not c.agenda_done and not dry_run:
-                client = settings.clients.get(c.client)
-                local = c.received.astimezone(settings.tz)
-                subject = c.subject if main.agenda.include_subjects else None
-                agenda.add_note(
-                    settings.agenda_dir, c.client, client.name if client else c.client,
-                    c.session, agenda.note_line(local, subject, c.key), c.key,
-                )
-                store.mark([c.key], "agenda_done")
-            if c.draft and not c.draft_done and not dry_run:
-                if drafts_folder is None:
-                    drafts_folder = mailbox.find_drafts(main.account.drafts)
-                _draft(settings, env, mailbox, store, drafts_folder, c, now)
-            if c.alert and not c.alert_done and not dry_run:
-                _alert(settings, env, mailbox, store, c, now)
-            if not dry_run:
-                store.complete(c.key, now, keep_subject=main.digest.include_subjects)
-        except (ConnectError, StoreError):
-            raise  # the pass stops; the next one resumes from the store
-        except (InboxGuardError, OSError, jinja2.TemplateError, ValueError) as exc:
-            log.error("uid %s (client %s): %s", c.uid, c.client, exc)
-            result.errors.append({"uid": c.uid, "error": str(exc)})
-            if not dry_run:
-                store.failed(c.key, str(exc))
+            log.info("stopping: unfinished messages are left for the next pass")
+            return True
+        return False
+
+    if pending and not dry_run:
+        # Mark: one STORE for all, one more for risk, on UIDs that are still valid.
+        unmarked = [c for c in pending if not c.keyword_done]
+        live = [c for c in unmarked if c.uidvalidity == status.uidvalidity]
+        if live:
+            mailbox.add_flags([c.uid for c in live], [main.triage.keyword])
+            risky = [c.uid for c in live if c.risk]
+            if risky:
+                mailbox.add_flags(risky, [main.risk.keyword, "\\Flagged"])
+        store.mark((c.key for c in unmarked), "keyword_done")
+        # The notes before the drafts: they need only the disk, so a Drafts problem
+        # cannot keep a contact off the agenda.
+        if stopping():
+            return
+        _notes(settings, store, [c for c in pending if not c.agenda_done], fail)
+        if stopping():
+            return
+        env = compose.template_env(settings.templates_dir)
+        _drafts(settings, env, mailbox, store, now,
+                [c for c in pending if c.draft and not c.draft_done and c.key not in failed],
+                fail)
+        for c in pending:
+            if c.alert and not c.alert_done and c.key not in failed:
+                try:
+                    _alert(settings, env, mailbox, store, c, now)
+                except (ConnectError, StoreError):
+                    raise
+                except (InboxGuardError, jinja2.TemplateError, ValueError) as exc:
+                    fail(c, exc)
+        done = [c.key for c in pending if c.key not in failed]
+        store.complete(done, now, keep_subject=main.digest.include_subjects)
+        for key, error in failed.items():
+            store.failed(key, error)
+
+    for c in pending:
+        if c.key in failed:
+            result.errors.append({"uid": c.uid, "error": failed[c.key]})
             continue
         result.flagged.append(
             {
@@ -219,22 +242,70 @@ def _do_steps(
         )
 
 
-def _draft(
-    settings: Settings, env: jinja2.Environment, mailbox: Mailbox, store: Store, folder: str,
-    c: Contact, now: datetime,
+def _notes(
+    settings: Settings, store: Store, contacts: list[Contact],
+    fail: Callable[[Contact, Exception], None],
 ) -> None:
-    msg_id = compose.draft_message_id(c.key, settings)
-    # A draft APPENDed just before a crash is found, not made again.
-    if c.draft_tried and mailbox.has_message_id(folder, msg_id):
-        store.mark([c.key], "draft_done")
+    """Agenda lines, one write per file."""
+    files: dict[tuple[str, str], list[Contact]] = {}
+    for c in contacts:
+        files.setdefault((c.client, c.agenda), []).append(c)
+    with_subject = settings.main.agenda.include_subjects
+    for (client_id, _), group in files.items():
+        client = settings.clients.get(client_id)
+        lines = [
+            (agenda.note_line(c.received.astimezone(settings.tz),
+                              c.subject if with_subject else None, c.key), c.key)
+            for c in group
+        ]
+        try:
+            agenda.add_notes(settings.agenda_dir, client_id, client.name if client else client_id,
+                             group[0].session, lines)
+        except (OSError, ValueError) as exc:
+            for c in group:
+                fail(c, exc)
+            continue
+        store.mark((c.key for c in group), "agenda_done")
+
+
+def _drafts(
+    settings: Settings, env: jinja2.Environment, mailbox: Mailbox, store: Store, now: datetime,
+    due: list[Contact], fail: Callable[[Contact, Exception], None],
+) -> None:
+    """Holding replies into Drafts: recorded as tried, APPENDed together, recorded done."""
+    if not due:
         return
-    msg = compose.draft(
-        settings=settings, env=env, subject=c.subject or "", message_id=c.message_id,
-        references=c.refs, to=c.address, key=c.key, session=c.session, risk=c.risk, now=now,
-    )
-    store.mark([c.key], "draft_tried")
-    mailbox.append(folder, msg.as_bytes(), DRAFT_FLAGS, now)
-    store.mark([c.key], "draft_done")
+    try:
+        folder = mailbox.find_drafts(settings.main.account.drafts)
+    except ConnectError:
+        raise
+    except MailboxError as exc:
+        for c in due:
+            fail(c, exc)
+        return
+    # A draft APPENDed just before a crash is found, not made again.
+    found = [
+        c.key for c in due
+        if c.draft_tried
+        and mailbox.has_message_id(folder, compose.draft_message_id(c.key, settings))
+    ]
+    store.mark(found, "draft_done")
+    todo: list[tuple[Contact, bytes]] = []
+    for c in due:
+        if c.key in found:
+            continue
+        try:
+            msg = compose.draft(
+                settings=settings, env=env, subject=c.subject or "", message_id=c.message_id,
+                references=c.refs, to=c.address, key=c.key, session=c.session, risk=c.risk,
+                now=now,
+            )
+            todo.append((c, msg.as_bytes()))
+        except (jinja2.TemplateError, ValueError) as exc:
+            fail(c, exc)
+    store.mark((c.key for c, _ in todo), "draft_tried")
+    mailbox.append_many(folder, [raw for _, raw in todo], DRAFT_FLAGS, now)
+    store.mark((c.key for c, _ in todo), "draft_done")
 
 
 def _alert(
