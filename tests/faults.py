@@ -9,6 +9,7 @@ never hears back: the case that tests exactly-once). It can also stall a reply.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ class CutProxy:
         self.cut = Cut()
         self.cuts = 0  # how many connections were cut
         self.relayed = 0  # bytes relayed, all connections
+        self.commands: list[bytes] = []  # command lines the client sent (counting)
+        self.server_bytes = 0  # bytes the server sent
         self._lock = threading.Lock()
         self._closing = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -42,6 +45,11 @@ class CutProxy:
         with self._lock:
             self.cut = cut
             self.relayed = 0
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.commands = []
+            self.server_bytes = 0
 
     def close(self) -> None:
         self._closing = True
@@ -69,6 +77,14 @@ class CutProxy:
             conn = _Conn(self, client, server)
             threading.Thread(target=conn.pump, args=(client, server, True), daemon=True).start()
             threading.Thread(target=conn.pump, args=(server, client, False), daemon=True).start()
+
+
+_TAGGED = re.compile(rb"^[A-Za-z0-9.]+ [A-Za-z]")
+
+
+def _command_lines(data: bytes) -> list[bytes]:
+    """Tagged command lines in a chunk the client sent (literal data is rare here)."""
+    return [line[:300] for line in data.split(b"\r\n") if _TAGGED.match(line)]
 
 
 class _Conn:
@@ -125,6 +141,10 @@ class _Conn:
             with self.proxy._lock:
                 before = self.proxy.relayed
                 self.proxy.relayed += len(data)
+                if upstream:
+                    self.proxy.commands += _command_lines(data)
+                else:
+                    self.proxy.server_bytes += len(data)
             if cut.after_bytes is not None and before + len(data) > cut.after_bytes:
                 keep = max(0, cut.after_bytes - before)
                 with contextlib.suppress(OSError):

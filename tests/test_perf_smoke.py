@@ -1,0 +1,64 @@
+"""Performance smoke test (N = 2000): a quiet pass costs a handful of commands, and no
+pass ever downloads a message body. The full benchmark is benchmarks/bench.py."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inbox_guard.cli import main
+
+from .conftest import PASSWORD_ENV, Account, Practice, write_practice
+from .dovecot import Dovecot
+from .faults import CutProxy
+from .mailgen import CLIENTS, fill
+
+# A body is downloaded by BODY[], BODY.PEEK[], BODY[TEXT], RFC822 or RFC822.TEXT; the
+# only body reads allowed are partial (<0.65536>) text windows for the risk screen.
+WHOLE_BODY = re.compile(rb"(BODY(\.PEEK)?\[(TEXT|\d+(\.\d+)*)?\](?!<0\.65536>)|RFC822(?!\.SIZE|\.HEADER))",
+                        re.IGNORECASE)
+
+
+def once(p: Practice) -> dict[str, Any]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--config", str(p.config), "once", "--json"]) == 0
+    result: dict[str, Any] = json.loads(out.getvalue())
+    return result
+
+
+def test_quiet_pass_costs_a_few_commands_and_no_pass_reads_bodies(
+    dovecot: Dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, password = dovecot.user("perf-smoke")
+    account = Account(dovecot, user, password)
+    filled = fill(dovecot.maildir(user), 2000, seed=7, now=datetime.now(UTC))
+    monkeypatch.setenv(PASSWORD_ENV, password)
+    p = write_practice(tmp_path, account, lookback=365 * 4)
+    for i, c in enumerate(CLIENTS):
+        (p.config.parent / "clients" / f"bench{i:02d}.toml").write_text(
+            f'name = "B{i}"\nemails = ["{c}"]\n')
+    with CutProxy(dovecot.port) as proxy:
+        p.config.write_text(p.config.read_text().replace(f"port = {dovecot.port}", f"port = {proxy.port}"))
+        first = once(p)
+        first_commands = list(proxy.commands)
+        proxy.reset_counts()
+        quiet = once(p)
+        quiet_commands = list(proxy.commands)
+
+    assert first["scanned"] == filled.from_clients
+    assert len(first["flagged"]) > 0
+    assert quiet == {"scanned": 0, "flagged": [], "ignored": [], "errors": []}
+    names = [c.split(b" ")[1].upper() for c in quiet_commands]
+    # imaplib asks CAPABILITY on connecting; then log in, SELECT (its UIDNEXT shows
+    # nothing is new, so no SEARCH and no FETCH), log out: 4, the target's ceiling.
+    assert names == [b"CAPABILITY", b"LOGIN", b"SELECT", b"LOGOUT"], quiet_commands
+    body_reads = [c for c in first_commands + quiet_commands if WHOLE_BODY.search(c)]
+    assert body_reads == []
