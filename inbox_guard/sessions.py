@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrule, rrulestr
@@ -31,7 +32,7 @@ def parse_rrule(text: str, start: datetime) -> rrule:
     """Parse an RRULE anchored at naive local ``start``; ValueError when invalid."""
     body = text.removeprefix("RRULE:")
     try:
-        rule = rrulestr(body, dtstart=start)
+        rule = rrulestr(body, dtstart=start, cache=True)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{text!r} is not a valid RRULE ({exc})") from None
     if not isinstance(rule, rrule):
@@ -44,8 +45,13 @@ def _aware(naive: datetime, tz: ZoneInfo) -> datetime:
     return naive.replace(tzinfo=tz)
 
 
+@lru_cache(maxsize=4096)
 def next_session(sessions: Sessions, after: datetime, tz: ZoneInfo) -> datetime | None:
-    """The first session starting strictly after ``after`` (aware), as aware local time."""
+    """The first session starting strictly after ``after`` (aware), as aware local time.
+
+    Cached: a first pass over a backlog asks the same question (the session after
+    ``now``) for most of its messages, and an RRULE is walked from its start.
+    """
     # Compared in UTC: Python compares two datetimes sharing a tzinfo by wall clock,
     # ignoring fold, which is wrong inside a repeated hour.
     after_utc = after.astimezone(UTC)

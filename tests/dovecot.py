@@ -48,6 +48,7 @@ def _wait_for_greeting(port: int, deadline: float) -> None:
 class Dovecot:
     def __init__(self, root: Path | None = None, tls: bool = False) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="ig-dovecot-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         self.port = free_port()
         self.tls = tls
