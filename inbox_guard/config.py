@@ -15,10 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from . import hours
 from .errors import ConfigError
@@ -56,6 +64,9 @@ def _imap_keyword(value: str) -> str:
     if not _KEYWORD.match(value):
         raise ValueError(f"{value!r} is not a valid IMAP keyword")
     return value
+
+
+Keyword = Annotated[str, AfterValidator(_imap_keyword)]
 
 
 class _Strict(BaseModel):
@@ -184,26 +195,16 @@ class Hours(_Strict):
 
 class Triage(_Strict):
     clients_dir: str = "clients"
-    keyword: str = "$OutOfHours"
+    keyword: Keyword = "$OutOfHours"
     drafts: Literal["per-window", "per-message", "off"] = "per-window"
     poll_minutes: int = Field(default=5, ge=1, le=1440)
     lookback_days: int = Field(default=7, ge=0, le=3650)
 
-    @field_validator("keyword")
-    @classmethod
-    def _keyword(cls, v: str) -> str:
-        return _imap_keyword(v)
-
 
 class Risk(_Strict):
-    keyword: str = "$NeedsAttention"
+    keyword: Keyword = "$NeedsAttention"
     phrases: tuple[str, ...] = ()
     alert: bool = True
-
-    @field_validator("keyword")
-    @classmethod
-    def _keyword(cls, v: str) -> str:
-        return _imap_keyword(v)
 
 
 class Agenda(_Strict):
