@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import imaplib
 import logging
+import re
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -18,6 +19,7 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 import imapclient
+from imapclient.datetime_util import parse_to_datetime
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import DRAFTS
 from imapclient.response_parser import parse_fetch_response
@@ -108,6 +110,7 @@ class Mailbox:
         self._c = client
         self._selected: str | None = None
         self._status: Status | None = None
+        self._exists = 0  # messages in the selected folder, as last announced
         self._warned: set[str] = set()
 
     # -- connection --------------------------------------------------------------
@@ -145,6 +148,11 @@ class Mailbox:
         except (OSError, imaplib.IMAP4.error, IMAPClientError) as exc:
             _quietly_close(client)
             raise ConnectError(f"cannot log in to {where}: {exc}") from exc
+        # Most servers send their capabilities with the LOGIN reply; reading them now
+        # (no command is sent) keeps them, where imapclient would otherwise lose them at
+        # the first SELECT and ask CAPABILITY before its next raw command.
+        with _translated("CAPABILITY"):
+            client.capabilities()
         return cls(client)
 
     def logout(self) -> None:
@@ -159,8 +167,44 @@ class Mailbox:
 
     # -- the inbox ---------------------------------------------------------------
 
+    def is_open(self, folder: str, read_only: bool) -> bool:
+        """Is ``folder`` selected on this connection already, in this mode?"""
+        st = self._status
+        return self._selected == folder and st is not None and st.read_only == read_only
+
+    def _forget_news(self) -> tuple[list[bytes], list[bytes]]:
+        """Take the EXISTS and EXPUNGE announcements imaplib has collected so far."""
+        untagged = self._c._imap.untagged_responses
+        return untagged.pop("EXISTS", []), untagged.pop("EXPUNGE", [])
+
+    def has_news(self) -> bool:
+        """On a kept selection: has mail arrived or gone since we last looked?
+
+        One NOOP (RFC 3501 7.3.1: new mail is announced by EXISTS). Announcements that
+        came with any earlier command count too: a SEARCH can be answered before the
+        server announces a message that arrived meanwhile."""
+        with _translated("NOOP"):
+            self._c.noop()
+        exists, expunged = self._forget_news()
+        changed = bool(expunged) or (bool(exists) and int(exists[-1]) != self._exists)
+        if exists:
+            self._exists = int(exists[-1])
+        return changed
+
+    def quick_status(self, folder: str) -> tuple[int, int | None]:
+        """(UIDVALIDITY, UIDNEXT) by STATUS: about 0.2 ms whatever the mailbox size,
+        where a SELECT of 100k messages costs over 100 ms."""
+        with _translated("STATUS"):
+            r = self._c.folder_status(folder, [b"UIDVALIDITY", b"UIDNEXT"])
+        nxt = r.get(b"UIDNEXT")
+        return int(r[b"UIDVALIDITY"]), int(nxt) if nxt is not None else None
+
     def open(self, folder: str, read_only: bool) -> Status:
-        """SELECT (or EXAMINE, for dry runs) ``folder``."""
+        """SELECT (or EXAMINE, for dry runs) ``folder``; nothing is sent when this
+        connection has it selected already (the service's kept connection)."""
+        if self.is_open(folder, read_only):
+            assert self._status is not None
+            return self._status
         with _translated(f"{'EXAMINE' if read_only else 'SELECT'} {folder}"):
             try:
                 r = self._c.select_folder(folder, readonly=read_only)
@@ -175,6 +219,7 @@ class Mailbox:
             except IMAPClientError as exc:
                 raise MailboxError(f"cannot open folder {folder!r}: {_text(exc)}") from None
         self._selected = folder
+        self._forget_news()
         self._status = Status(
             uidvalidity=int(r[b"UIDVALIDITY"]),
             uidnext=int(r[b"UIDNEXT"]) if b"UIDNEXT" in r else None,
@@ -182,6 +227,7 @@ class Mailbox:
             permanent_flags=tuple(r.get(b"PERMANENTFLAGS", ())),
             read_only=bool(r.get(b"READ-ONLY", [False])) if b"READ-ONLY" in r else read_only,
         )
+        self._exists = self._status.exists
         return self._status
 
     def uids_after(self, last_uid: int) -> list[int]:
@@ -231,24 +277,38 @@ class Mailbox:
 
     def _fetch(self, uids: str, parts: list[str]) -> dict[int, dict[bytes, Any]]:
         # imapclient's fetch() insists on a list of single UIDs (a 100k-long argument
-        # that servers reject); this sends the compact set and parses the same way.
+        # that servers reject); this sends the compact set and parses the same way,
+        # taking a fast path for the regular answers to header and text fetches.
         data = self._c._raw_command_untagged(
             b"FETCH", [uids.encode(), ("(" + " ".join(parts) + ")").encode()], uid=True
         )
+        fast = _fast_fetch_parse(data)
+        if fast is not None:
+            return fast
         return dict(parse_fetch_response(data, normalise_times=False, uid_is_key=True))
 
-    def text_windows(self, uids: Sequence[int], limit: int) -> dict[int, TextWindow]:
+    def text_windows(
+        self, parts: dict[int, tuple[str, str, str] | None], limit: int
+    ) -> dict[int, TextWindow]:
         """The first ``limit`` bytes of each message's text part (BODY.PEEK, partial).
 
-        One FETCH of BODYSTRUCTURE finds the part (text/plain, else text/html); then
-        one partial FETCH per distinct part number. Attachments are never downloaded.
+        ``parts`` maps a UID to its (transfer encoding, charset, subtype) when its
+        headers said it is a single text part, else None: only those get one FETCH of
+        BODYSTRUCTURE to find the text/plain (else text/html) part. Then one partial
+        FETCH per distinct part number. Attachments are never downloaded.
         """
-        if not uids:
+        if not parts:
             return {}
-        with _translated("FETCH BODYSTRUCTURE"):
-            structures = self._fetch(uid_set(uids), ["BODYSTRUCTURE"])
         wanted: dict[str, list[tuple[int, tuple[str, str, str]]]] = {}
-        for uid in uids:
+        for uid, spec in parts.items():
+            if spec is not None:
+                wanted.setdefault("1", []).append((uid, spec))
+        unknown = [uid for uid, spec in parts.items() if spec is None]
+        structures: dict[int, dict[bytes, Any]] = {}
+        if unknown:
+            with _translated("FETCH BODYSTRUCTURE"):
+                structures = self._fetch(uid_set(unknown), ["BODYSTRUCTURE"])
+        for uid in unknown:
             bs = structures.get(uid, {}).get(b"BODYSTRUCTURE")
             found = _text_part(bs) if bs is not None else None
             if found:
@@ -319,7 +379,7 @@ class Mailbox:
         with _translated(f"SEARCH {folder}"):
             if self._selected != folder:
                 self._c.select_folder(folder, readonly=True)
-                self._selected = folder
+                self._selected, self._status = folder, None
             return bool(self._c.search(["HEADER", "Message-ID", message_id]))
 
     def append(self, folder: str, message: bytes, flags: Sequence[str], when: datetime) -> None:
@@ -342,6 +402,36 @@ class Mailbox:
             return
         for m in messages:
             self.append(folder, m, flags, when)
+
+
+_UID = re.compile(rb"[( ]UID (\d+)")
+_IDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
+_LITERAL_KEY = re.compile(rb" (BODY\[[^\]]*\](?:<\d+>)?) \{\d+\}$")
+
+
+def _fast_fetch_parse(data: list[Any]) -> dict[int, dict[bytes, Any]] | None:
+    """Parse FETCH answers of the one shape a header or text fetch gets,
+    ``n (UID u [INTERNALDATE "..."] BODY[...] {len}`` + literal + ``)``, in a fraction
+    of the general parser's time. Anything else returns None (use the general one)."""
+    out: dict[int, dict[bytes, Any]] = {}
+    for item in data:
+        if isinstance(item, tuple) and len(item) == 2:
+            prefix, literal = item
+            uid, key = _UID.search(prefix), _LITERAL_KEY.search(prefix)
+            if uid is None or key is None:
+                return None
+            entry: dict[bytes, Any] = {key.group(1).replace(b".PEEK", b""): literal}
+            idate = _IDATE.search(prefix)
+            if idate is not None:
+                entry[b"INTERNALDATE"] = parse_to_datetime(idate.group(1), normalise=False)
+            out[int(uid.group(1))] = entry
+        elif item == b")":
+            continue
+        elif isinstance(item, bytes) and b"UID" not in item and b"BODY" not in item:
+            continue  # an unsolicited FLAGS or similar update for another message
+        else:
+            return None
+    return out
 
 
 def _s(value: Any) -> str:

@@ -14,16 +14,14 @@ import contextlib
 import re
 from dataclasses import dataclass
 from email.header import decode_header, make_header
-from email.message import Message
-from email.parser import HeaderParser
 from email.utils import getaddresses
 
 # The header fields a triage pass fetches (BODY.PEEK[HEADER.FIELDS (...)]).
 FIELDS = (
-    "From", "Sender", "To", "Cc", "Subject", "Message-ID", "References", "In-Reply-To",
+    "From", "Sender", "To", "Cc", "Subject", "Message-ID", "References",
     "Auto-Submitted", "X-Auto-Response-Suppress", "Precedence", "Return-Path",
-    "Content-Type", "List-Id", "List-Unsubscribe", "List-Post", "List-Owner", "List-Help",
-    "List-Subscribe", "List-Archive",
+    "Content-Type", "Content-Transfer-Encoding", "List-Id", "List-Unsubscribe", "List-Post",
+    "List-Owner", "List-Help", "List-Subscribe", "List-Archive",
 )
 
 _MACHINE_LOCALS = {"mailer-daemon", "postmaster", "listserv", "majordomo"}
@@ -31,6 +29,7 @@ _BULK_PRECEDENCE = {"bulk", "list", "junk"}
 _MSGID = re.compile(r"<[^<>\s]+>")
 _RE_PREFIX = re.compile(r"^\s*(?:re\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 _WS = re.compile(r"\s+")
+_CHARSET = re.compile(r"charset\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,7 @@ class Headers:
     precedence: str | None
     return_path: str | None  # None when absent; "" when present but empty
     content_type: str
+    transfer_encoding: str
     has_list_header: bool
 
 
@@ -58,20 +58,46 @@ def normalise_address(addr: str) -> str:
     return f"{local}@{domain}" if local else domain
 
 
-def _addresses(msg: Message, name: str) -> list[str]:
-    values = [str(v) for v in msg.get_all(name, [])]
+Fields = dict[str, list[str]]  # lower-case name -> values, in order
+
+
+def _fields(text: str) -> Fields:
+    """Unfold and split a header block (RFC 5322 2.2.3); lines that are not fields
+    are skipped. Much lighter than the email package, and as forgiving."""
+    out: Fields = {}
+    current: list[str] | None = None
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            if current is None and not out:
+                continue
+            break  # the blank line that ends the header
+        if line[0] in " \t":
+            if current is not None:
+                current[-1] += " " + line.strip()
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip().lower()
+        if not colon or not name or any(c.isspace() for c in name):
+            current = None
+            continue
+        current = out.setdefault(name, [])
+        current.append(value.strip())
+    return out
+
+
+def _addresses(fields: Fields, name: str) -> list[str]:
     out = []
-    for _display, addr in getaddresses(values):
+    for _display, addr in getaddresses(fields.get(name, [])):
         if "@" in addr:
             out.append(normalise_address(addr))
     return out
 
 
-def _text(msg: Message, name: str) -> str | None:
-    value = msg.get(name)
-    if value is None:
+def _text(fields: Fields, name: str) -> str | None:
+    values = fields.get(name)
+    if not values:
         return None
-    return one_line(decode_words(str(value)))
+    return one_line(decode_words(values[0]))
 
 
 def decode_words(value: str) -> str:
@@ -97,24 +123,25 @@ def _header_text(raw: bytes) -> str:
 
 
 def parse(raw: bytes) -> Headers:
-    msg = HeaderParser().parsestr(_header_text(raw))
-    froms = _addresses(msg, "From")
-    senders = _addresses(msg, "Sender")
-    mid = _MSGID.search(str(msg.get("Message-ID", "")))
-    rp = msg.get("Return-Path")
+    f = _fields(_header_text(raw))
+    froms = _addresses(f, "from")
+    senders = _addresses(f, "sender")
+    mid = _MSGID.search(" ".join(f.get("message-id", [])))
+    rp = f.get("return-path")
     return Headers(
         from_addr=froms[0] if len(froms) == 1 else None,
         sender_addr=senders[0] if senders else None,
-        recipients=tuple(_addresses(msg, "To") + _addresses(msg, "Cc")),
-        subject=_text(msg, "Subject") or "",
+        recipients=tuple(_addresses(f, "to") + _addresses(f, "cc")),
+        subject=_text(f, "subject") or "",
         message_id=mid.group(0) if mid else None,
-        references=tuple(_MSGID.findall(str(msg.get("References", "")))),
-        auto_submitted=_text(msg, "Auto-Submitted"),
-        auto_response_suppress=_text(msg, "X-Auto-Response-Suppress"),
-        precedence=_text(msg, "Precedence"),
-        return_path=None if rp is None else str(rp).strip(),
-        content_type=(_text(msg, "Content-Type") or "").lower(),
-        has_list_header=any(k.lower().startswith("list-") for k in msg),
+        references=tuple(_MSGID.findall(" ".join(f.get("references", [])))),
+        auto_submitted=_text(f, "auto-submitted"),
+        auto_response_suppress=_text(f, "x-auto-response-suppress"),
+        precedence=_text(f, "precedence"),
+        return_path=None if rp is None else rp[0].strip(),
+        content_type=(_text(f, "content-type") or "").lower(),
+        transfer_encoding=(_text(f, "content-transfer-encoding") or "").lower(),
+        has_list_header=any(k.startswith("list-") for k in f),
     )
 
 
@@ -154,3 +181,16 @@ def machine_reason(h: Headers) -> str | None:
 def reply_subject(subject: str) -> str:
     """``"Re: "`` + the original subject, never ``"Re: Re: "``."""
     return "Re: " + _RE_PREFIX.sub("", one_line(subject))
+
+
+def text_part(h: Headers) -> tuple[str, str, str] | None:
+    """(transfer encoding, charset, subtype) when the top-level headers already say
+    where the text is (a single text/plain or text/html part, or no Content-Type,
+    which means text/plain); None when the structure must be asked for (multipart)."""
+    ct = h.content_type or "text/plain"
+    kind = ct.split(";", 1)[0].strip()
+    if kind not in ("text/plain", "text/html"):
+        return None
+    m = _CHARSET.search(ct)
+    charset = m.group(1).strip("\"'") if m else "us-ascii"
+    return h.transfer_encoding or "7bit", charset, kind.split("/")[1]

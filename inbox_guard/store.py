@@ -255,6 +255,13 @@ class Store:
             ),
         )
 
+    def has_pending(self) -> bool:
+        row = self._execute(
+            "SELECT 1 FROM contact WHERE done_at IS NULL AND attempts < ? LIMIT 1",
+            (MAX_ATTEMPTS,),
+        ).fetchone()
+        return row is not None
+
     def pending(self) -> list[Contact]:
         rows = self._execute(
             "SELECT * FROM contact WHERE done_at IS NULL AND attempts < ? "

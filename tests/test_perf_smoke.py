@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 
+from inbox_guard import config
 from inbox_guard.cli import main
+from inbox_guard.mailbox import Mailbox
+from inbox_guard.store import Store
+from inbox_guard.triage import run_pass
 
 from .conftest import PASSWORD_ENV, Account, Practice, write_practice
 from .dovecot import Dovecot
@@ -34,6 +38,23 @@ def once(p: Practice) -> dict[str, Any]:
     return result
 
 
+def kept_connection_polls(p: Practice, proxy: CutProxy) -> list[bytes]:
+    """The commands of the second of two passes on one connection (as `run` polls)."""
+    settings = config.load(p.config)
+    mailbox = Mailbox.connect(settings.main.account, p.account.password)
+    store = Store.open(settings.state_path)
+    try:
+        run_pass(settings, mailbox, store, datetime.now(UTC))
+        mailbox.open(settings.main.account.inbox, read_only=False)  # as a pass with work leaves it
+        proxy.reset_counts()
+        result = run_pass(settings, mailbox, store, datetime.now(UTC))
+        assert result.scanned == 0
+        return list(proxy.commands)
+    finally:
+        store.close()
+        mailbox.logout()
+
+
 def test_quiet_pass_costs_a_few_commands_and_no_pass_reads_bodies(
     dovecot: Dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -52,13 +73,16 @@ def test_quiet_pass_costs_a_few_commands_and_no_pass_reads_bodies(
         proxy.reset_counts()
         quiet = once(p)
         quiet_commands = list(proxy.commands)
+        poll_commands = kept_connection_polls(p, proxy)
 
     assert first["scanned"] == filled.from_clients
     assert len(first["flagged"]) > 0
     assert quiet == {"scanned": 0, "flagged": [], "ignored": [], "errors": []}
     names = [c.split(b" ")[1].upper() for c in quiet_commands]
-    # imaplib asks CAPABILITY on connecting; then log in, SELECT (its UIDNEXT shows
-    # nothing is new, so no SEARCH and no FETCH), log out: 4, the target's ceiling.
-    assert names == [b"CAPABILITY", b"LOGIN", b"SELECT", b"LOGOUT"], quiet_commands
+    # imaplib asks CAPABILITY on connecting; then log in, STATUS (its UIDNEXT shows
+    # nothing is new: no SELECT, no SEARCH, no FETCH), log out: 4, the target's ceiling.
+    assert names == [b"CAPABILITY", b"LOGIN", b"STATUS", b"LOGOUT"], quiet_commands
+    # Inside `run`, on a kept connection, a quiet poll is a single command.
+    assert [c.split(b" ", 1)[1] for c in poll_commands] == [b"NOOP"]
     body_reads = [c for c in first_commands + quiet_commands if WHOLE_BODY.search(c)]
     assert body_reads == []
