@@ -305,6 +305,7 @@ def kept_connection_poll(practice: Practice, proxy: CutProxy) -> dict[str, objec
     store = Store.open(settings.state_path)
     try:
         run_pass(settings, mailbox, store, datetime.now(UTC))  # the previous poll
+        mailbox.open(settings.main.account.inbox, read_only=False)  # as a pass with work leaves it
         proxy.reset_counts()
         started = time.perf_counter()
         run_pass(settings, mailbox, store, datetime.now(UTC) + timedelta(minutes=5))

@@ -30,6 +30,7 @@ from .errors import AuthError, ConnectError, MailboxError
 log = logging.getLogger(__name__)
 
 FETCH_BATCH = 2000
+TEXT_BATCH = 250
 T = TypeVar("T")
 _COMMON_DRAFTS = ("Drafts", "INBOX.Drafts", "INBOX/Drafts", "[Gmail]/Drafts", "Draft")
 
@@ -315,17 +316,25 @@ class Mailbox:
                 section, encoding, charset, subtype = found
                 wanted.setdefault(section, []).append((uid, (encoding, charset, subtype)))
         out: dict[int, TextWindow] = {}
-        for section, items in wanted.items():
-            with _translated("FETCH text"):
-                data = self._fetch(
-                    uid_set(u for u, _ in items), [f"BODY.PEEK[{section}]<0.{limit}>"]
-                )
-            for uid, (encoding, charset, subtype) in items:
-                item = data.get(uid, {})
-                raw = next((v for k, v in item.items() if k.startswith(b"BODY[")), None)
-                if raw is not None:
-                    out[uid] = TextWindow(raw[:limit], encoding, charset, subtype)
+        for section, all_items in wanted.items():
+            # Batches bound the memory a backlog's text windows take at once.
+            for items in _batches(all_items, TEXT_BATCH):
+                self._text_batch(section, items, limit, out)
         return out
+
+    def _text_batch(
+        self, section: str, items: list[tuple[int, tuple[str, str, str]]], limit: int,
+        out: dict[int, TextWindow],
+    ) -> None:
+        with _translated("FETCH text"):
+            data = self._fetch(
+                uid_set(u for u, _ in items), [f"BODY.PEEK[{section}]<0.{limit}>"]
+            )
+        for uid, (encoding, charset, subtype) in items:
+            item = data.get(uid, {})
+            raw = next((v for k, v in item.items() if k.startswith(b"BODY[")), None)
+            if raw is not None:
+                out[uid] = TextWindow(raw[:limit], encoding, charset, subtype)
 
     def _storable(self, flags: Sequence[str]) -> list[str]:
         """``flags`` as the open folder can keep them: a keyword the server will not keep
