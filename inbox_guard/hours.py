@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -121,16 +121,3 @@ def window_key(instant: datetime, schedule: Schedule) -> str:
                 return f"{(d + timedelta(days=1)).isoformat()}T00:00"
             return f"{d.isoformat()}T{_hhmm(end)}"
     return "always"
-
-
-def next_opening(instant: datetime, schedule: Schedule) -> datetime | None:
-    """The next local time the practice opens after ``instant`` (None if never soon)."""
-    local = instant.astimezone(schedule.tz)
-    now = _minutes(local)
-    for ahead in range(_LOOK_BACK_DAYS):
-        d = local.date() + timedelta(days=ahead)
-        starts = [i.start for i in schedule.intervals_on(d) if ahead > 0 or i.start > now]
-        if starts:
-            s = min(starts)
-            return datetime.combine(d, time(s // 60, s % 60), tzinfo=schedule.tz)
-    return None
