@@ -135,9 +135,13 @@ def draft(
     session: datetime | None,
     risk: bool,
     now: datetime,
+    template: str | None = None,
 ) -> EmailMessage:
+    """The holding reply; ``template`` is a client's own (risk always uses the urgent
+    one, which leads with emergency contacts)."""
     t = settings.main.therapist
-    body = env.get_template("draft_urgent.txt.j2" if risk else "draft.txt.j2").render(
+    name = "draft_urgent.txt.j2" if risk else (template or "draft.txt.j2")
+    body = env.get_template(name).render(
         session=session,
         session_text=session_text(session),
         name_session=t.drafts_name_session,

@@ -306,6 +306,16 @@ class ClientFile(_Strict):
     emails: tuple[str, ...] = Field(min_length=1)
     sessions: _SessionsSpec | None = None
     active: bool = True
+    hours: Hours | None = None  # this client's agreed contact window, if not the practice's
+    draft_template: str | None = None  # a file in config/templates/ for this client's drafts
+    notes_only: bool = False  # mark and note, never draft
+
+    @field_validator("draft_template")
+    @classmethod
+    def _template_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "/" in v or "\\" in v or v.startswith(".")):
+            raise ValueError(f"{v!r} must be a file name in config/templates/")
+        return v
 
     @field_validator("emails")
     @classmethod
@@ -320,6 +330,9 @@ class Client:
     emails: tuple[str, ...]
     sessions: Sessions
     active: bool
+    hours: Hours | None = None
+    draft_template: str | None = None
+    notes_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -340,12 +353,20 @@ class Settings:
 
     @cached_property
     def schedule(self) -> hours.Schedule:
-        h = self.main.hours
-        days = {
-            i: hours.parse_day(list(getattr(h, name))) for i, name in enumerate(hours.WEEKDAYS)
+        return _schedule(self.tz, self.main.hours)
+
+    @cached_property
+    def _client_schedules(self) -> dict[str, hours.Schedule]:
+        practice = self.main.hours.closed
+        return {
+            c.id: _schedule(self.tz, c.hours, extra_closed=practice)
+            for c in self.clients.values() if c.hours is not None
         }
-        closed = tuple(hours.parse_closed(c) for c in h.closed)
-        return hours.Schedule(tz=self.tz, days={k: v for k, v in days.items() if v}, closed=closed)
+
+    def schedule_for(self, client: Client) -> hours.Schedule:
+        """The client's own contact window where agreed (the practice's closed dates
+        still apply), else the practice's hours."""
+        return self._client_schedules.get(client.id, self.schedule)
 
     def resolve(self, path: str) -> Path:
         """Relative paths in the main file are relative to the main file's folder."""
@@ -375,6 +396,12 @@ class Settings:
     @cached_property
     def client_by_email(self) -> dict[str, Client]:
         return {e: c for c in self.clients.values() if c.active for e in c.emails}
+
+
+def _schedule(tz: ZoneInfo, h: Hours, extra_closed: tuple[str, ...] = ()) -> hours.Schedule:
+    days = {i: hours.parse_day(list(getattr(h, name))) for i, name in enumerate(hours.WEEKDAYS)}
+    closed = tuple(hours.parse_closed(c) for c in (*extra_closed, *h.closed))
+    return hours.Schedule(tz=tz, days={k: v for k, v in days.items() if v}, closed=closed)
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -430,7 +457,10 @@ def _load_client(file: Path) -> Client:
     except ValidationError as exc:
         raise _validation_error(file, exc) from None
     sessions = cf.sessions.build() if cf.sessions else Sessions()
-    return Client(id=file.stem, name=cf.name, emails=cf.emails, sessions=sessions, active=cf.active)
+    return Client(
+        id=file.stem, name=cf.name, emails=cf.emails, sessions=sessions, active=cf.active,
+        hours=cf.hours, draft_template=cf.draft_template, notes_only=cf.notes_only,
+    )
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -448,8 +478,13 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     clients: dict[str, Client] = {}
     owner: dict[str, Path] = {}
     therapist = set(main.therapist.all_addresses)
+    templates = settings.templates_dir
     for cfile in sorted(cdir.glob("*.toml")):
         client = _load_client(cfile)
+        if client.draft_template and not (templates / client.draft_template).is_file():
+            raise ConfigError(
+                f"{cfile}: draft_template: {templates / client.draft_template} does not exist"
+            )
         for e in client.emails:
             if e in therapist:
                 raise ConfigError(f"{cfile}: emails: {e!r} is one of the therapist's addresses")

@@ -54,7 +54,7 @@ def classify(arrival: Arrival, settings: Settings) -> Candidate | None:
     client = settings.client_by_email.get(addr) if addr else None
     if client is None or addr is None:
         return None
-    if hours.is_open(arrival.received, settings.schedule):
+    if hours.is_open(arrival.received, settings.schedule_for(client)):
         return None
     return Candidate(arrival, client, addr, rules.machine_reason(arrival.headers))
 
@@ -67,7 +67,7 @@ def _suppression(
         return "not-addressed"
     if mode == "per-window" and (c.client.id, window) in drafted:
         return "window"
-    if mode == "off":
+    if mode == "off" or c.client.notes_only:
         return "off"
     return None
 
@@ -90,7 +90,7 @@ def plan(
     for c in sorted(candidates, key=lambda c: (c.arrival.received, c.arrival.uid)):
         if c.ignored:
             continue
-        window = hours.window_key(c.arrival.received, settings.schedule)
+        window = hours.window_key(c.arrival.received, settings.schedule_for(c.client))
         suppressed = _suppression(c, settings, window, done)
         if suppressed is None:
             done.add((c.client.id, window))

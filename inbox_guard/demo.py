@@ -124,10 +124,10 @@ def _decision(run: DemoRun, s: Seeded) -> str:
     for i in run.result.ignored:
         if i["uid"] == s.uid:
             return f"machine-written ({i['reason']}): left alone"
-    addr = email.utils.parseaddr(s.sender)[1].lower()
-    if addr not in run.settings.client_by_email:
+    client = run.settings.client_by_email.get(email.utils.parseaddr(s.sender)[1].lower())
+    if client is None:
         return "not a client: left alone"
-    if hours.is_open(s.received, run.settings.schedule):
+    if hours.is_open(s.received, run.settings.schedule_for(client)):
         return "in hours: left alone"
     return "left alone"
 

@@ -308,11 +308,12 @@ def _drafts(
     for c in due:
         if c.key in found:
             continue
+        client = settings.clients.get(c.client)
         try:
             msg = compose.draft(
                 settings=settings, env=env, subject=c.subject or "", message_id=c.message_id,
                 references=c.refs, to=c.address, key=c.key, session=c.session, risk=c.risk,
-                now=now,
+                now=now, template=client.draft_template if client else None,
             )
             todo.append((c, msg.as_bytes()))
         except (jinja2.TemplateError, ValueError) as exc:

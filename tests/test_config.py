@@ -102,6 +102,11 @@ def test_main_file_mistakes_name_file_and_key(tmp_path: Path, case: str, expecte
         ({"jane": 'name = "Jane"\nemails = ["j@x.org"]\nactive = "yes please"\n'},
          "jane.toml: active:"),
         ({"jane": "name = \n"}, "jane.toml: not valid TOML"),
+        ({"jane": JANE + 'draft_template = "gentle.txt.j2"\n'},
+         "jane.toml: draft_template: "),
+        ({"jane": JANE + 'draft_template = "../../etc/passwd"\n'},
+         "jane.toml: draft_template: '../../etc/passwd' must be a file name"),
+        ({"jane": JANE + '[hours]\nmon = ["9-5"]\n'}, "jane.toml: hours.mon: '9-5' is not an interval"),
     ],
 )
 def test_client_file_mistakes_name_file_and_key(

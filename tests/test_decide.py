@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inbox_guard import rules
+from inbox_guard import config, rules
 from inbox_guard.config import Client, MainConfig, Settings
 from inbox_guard.decide import Arrival, classify, plan
 from inbox_guard.sessions import Sessions, parse_rrule
@@ -119,3 +119,35 @@ def test_never_two_drafts_for_one_window(offsets: list[int], mode: str) -> None:
         assert {d.window for d in decisions} == {w for _, w in drafted}
     if mode == "off":
         assert drafted == []
+
+
+def settings_with(**client_fields: object) -> Settings:
+    base = settings()
+    jane = Client(
+        id="jane", name="Jane", emails=("jane@example.org",), active=True,
+        sessions=base.clients["jane"].sessions, **client_fields,  # type: ignore[arg-type]
+    )
+    return Settings(path=base.path, main=base.main, clients={"jane": jane})
+
+
+def test_a_clients_own_contact_window_replaces_the_practices_hours() -> None:
+    evening = config.Hours(mon=("18:00-20:00",), closed=("2026-11-30",))
+    s = settings_with(hours=evening)
+    monday_noon = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    monday_7pm = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
+    assert classify(arrival(1, monday_noon), s) is not None  # outside her agreed window
+    assert classify(arrival(2, monday_7pm), s) is None  # inside it
+    # The practice's own closed dates still apply, and so do the client's.
+    s2 = settings_with(hours=config.Hours(mon=("18:00-20:00",)))
+    practice_closed = Settings(path=s2.path, clients=s2.clients, main=s2.main.model_copy(
+        update={"hours": config.Hours(closed=("2026-11-23",))}))
+    assert classify(arrival(3, monday_7pm), practice_closed) is not None
+    assert classify(arrival(4, datetime(2026, 11, 30, 19, 0, tzinfo=UTC)), s) is not None
+
+
+def test_notes_only_client_is_marked_and_noted_but_never_drafted() -> None:
+    s = settings_with(notes_only=True)
+    c = classify(arrival(1, SUNDAY), s)
+    assert c is not None
+    [d] = plan([c], s, now=SUNDAY)
+    assert (d.draft, d.suppressed) == (False, "off")

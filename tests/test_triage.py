@@ -351,3 +351,25 @@ def test_bookkeeping_older_than_retain_days_is_purged(
     p.once_json(capsys, "--now", "2026-12-16T08:00")  # 30 days on: forgotten
     with sqlite3.connect(p.state) as db:
         assert db.execute("SELECT COUNT(*) FROM contact").fetchone()[0] == 0
+
+
+def test_a_clients_own_draft_template_and_notes_only(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    templates = practice.config.parent / "templates"
+    templates.mkdir()
+    (templates / "coaching.txt.j2").write_text(
+        "Hi,\n\nGot it, thanks. Let's pick this up on {{ session_text }}.\n\n"
+        "{{ emergency_text }}\n\n{{ therapist_name }}\n")
+    clients = practice.config.parent / "clients"
+    (clients / "jane-doe.toml").write_text(
+        (clients / "jane-doe.toml").read_text() + 'draft_template = "coaching.txt.j2"\n')
+    (clients / "sam-lee.toml").write_text((clients / "sam-lee.toml").read_text() + "notes_only = true\n")
+    account.append(message(), SUNDAY_NIGHT)
+    account.append(message(sender=SAM), SUNDAY_NIGHT)
+    result = practice.once_json(capsys, "--now", MONDAY_8)
+    assert {f["client"]: f["suppressed"] for f in result["flagged"]} == {"jane-doe": None, "sam-lee": "off"}
+    [draft] = drafts(account)
+    assert draft.get_content().replace("\r\n", "\n").startswith(
+        "Hi,\n\nGot it, thanks. Let's pick this up on Wednesday 18 November")
+    assert (practice.agendas / "sam-lee" / "2026-11-18.md").exists()
