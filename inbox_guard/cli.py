@@ -35,6 +35,15 @@ class _State:
         return load(self.config)
 
 
+def _load(state: _State, now: str | None) -> tuple[Any, datetime]:
+    """Settings (with calendar sessions, if a calendar is configured) and the clock."""
+    from .ics import with_calendar
+
+    settings = state.settings()
+    clock = _parse_now(now, settings)
+    return with_calendar(settings, clock), clock
+
+
 def _parse_now(value: str | None, settings: Any) -> datetime:
     if value is None:
         return datetime.now(UTC).astimezone(settings.tz)
@@ -97,8 +106,7 @@ def check(state: _State, connect: bool, now: str | None) -> None:
     """Validate the config and every client file; list clients and next sessions."""
     from .sessions import next_session
 
-    settings = state.settings()
-    clock = _parse_now(now, settings)
+    settings, clock = _load(state, now)
     click.echo(f"config: {settings.path} ok ({len(settings.clients)} client files)")
     for c in settings.clients.values():
         nxt = next_session(c.sessions, clock, settings.tz)
@@ -128,8 +136,7 @@ def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
     """Run one triage pass, then exit."""
     from .triage import run_pass
 
-    settings = state.settings()
-    clock = _parse_now(now, settings)
+    settings, clock = _load(state, now)
     with _session(settings, dry_run) as (mailbox, store):
         result = run_pass(settings, mailbox, store, clock, dry_run=dry_run)
     if as_json:
@@ -158,8 +165,7 @@ def digest(state: _State, dry_run: bool, now: str | None) -> None:
     from .deliver import run_digest
     from .store import Store
 
-    settings = state.settings()
-    clock = _parse_now(now, settings)
+    settings, clock = _load(state, now)
     if settings.main.digest.deliver == "imap" and not dry_run:
         with _session(settings, dry_run=False) as (mailbox, store):
             run = run_digest(settings, mailbox, store, clock, dry_run=False)

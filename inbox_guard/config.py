@@ -237,6 +237,21 @@ class Digest(_Strict):
         return _email(v) if v else ""
 
 
+class CalendarConfig(_Strict):
+    ics: str = Field(min_length=1)  # a file (relative to this file) or an https URL
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    refresh_minutes: int = Field(default=60, ge=1)
+
+    @field_validator("ics")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        scheme, _, rest = v.partition("://")
+        host = rest.split("/", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0]
+        if scheme == "http" and not is_loopback(host):
+            raise ValueError("a calendar URL must use https (http only to a loopback host)")
+        return v
+
+
 class State(_Strict):
     path: str = "state/inbox-guard.sqlite3"
     retain_days: int = Field(default=400, ge=1)
@@ -252,6 +267,7 @@ class MainConfig(_Strict):
     agenda: Agenda = Agenda()
     digest: Digest = Digest()
     smtp: Smtp | None = None
+    calendar: CalendarConfig | None = None
     state: State = State()
 
     @field_validator("timezone")
@@ -309,6 +325,7 @@ class ClientFile(_Strict):
     hours: Hours | None = None  # this client's agreed contact window, if not the practice's
     draft_template: str | None = None  # a file in config/templates/ for this client's drafts
     notes_only: bool = False  # mark and note, never draft
+    calendar_summary: str | None = None  # calendar events whose summary contains this
 
     @field_validator("draft_template")
     @classmethod
@@ -333,6 +350,7 @@ class Client:
     hours: Hours | None = None
     draft_template: str | None = None
     notes_only: bool = False
+    calendar_summary: str | None = None
 
 
 @dataclass(frozen=True)
@@ -460,6 +478,7 @@ def _load_client(file: Path) -> Client:
     return Client(
         id=file.stem, name=cf.name, emails=cf.emails, sessions=sessions, active=cf.active,
         hours=cf.hours, draft_template=cf.draft_template, notes_only=cf.notes_only,
+        calendar_summary=cf.calendar_summary,
     )
 
 

@@ -26,6 +26,7 @@ from .config import Settings
 from .credentials import password
 from .deliver import run_digest
 from .errors import ConnectError, InboxGuardError
+from .ics import with_calendar
 from .mailbox import Mailbox
 from .store import Store
 from .triage import run_pass
@@ -114,14 +115,15 @@ class Service:
     def triage(self) -> None:
         def work() -> None:
             now = self._now()
+            settings = with_calendar(self.settings, now)
             try:
-                result = run_pass(self.settings, self._connect(), self._store_open(), now,
+                result = run_pass(settings, self._connect(), self._store_open(), now,
                                   stop=self.stopping)
             except ConnectError:
                 # A kept connection may have been closed by the server while idle:
                 # reconnect once before calling it a failure.
                 self._drop_connection()
-                result = run_pass(self.settings, self._connect(), self._store_open(), now,
+                result = run_pass(settings, self._connect(), self._store_open(), now,
                                   stop=self.stopping)
             log.info("pass: scanned %d, flagged %d, ignored %d, errors %d", result.scanned,
                      len(result.flagged), len(result.ignored), len(result.errors))
@@ -132,7 +134,9 @@ class Service:
         def work() -> None:
             imap = self.settings.main.digest.deliver == "imap"
             mailbox = self._connect() if imap else None
-            run = run_digest(self.settings, mailbox, self._store_open(), self._now(), False)
+            now = self._now()
+            run = run_digest(with_calendar(self.settings, now), mailbox, self._store_open(), now,
+                             False)
             if run.delivered:
                 log.info("digest delivered: %d contacts", run.digest.count)
             else:

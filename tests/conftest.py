@@ -23,6 +23,7 @@ from inbox_guard.cli import main
 from .dovecot import Dovecot
 
 PASSWORD_ENV = "IG_TEST_PASSWORD"
+Capsys = pytest.CaptureFixture[str]
 THERAPIST = "alex@example.org"
 JANE = "jane@example.org"
 SAM = "sam@example.net"

@@ -1,0 +1,154 @@
+"""Sessions from an iCalendar export: expansion, matching, fetching, and the agenda."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from inbox_guard import config
+from inbox_guard.config import Client
+from inbox_guard.errors import ConfigError
+from inbox_guard.ics import sessions_from_ics, with_calendar
+from inbox_guard.sessions import Sessions
+
+from .conftest import PASSWORD_ENV, Account, Capsys, Practice, message, write_practice
+
+LONDON = ZoneInfo("Europe/London")
+
+ICS = """\
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//inbox-guard tests//EN
+BEGIN:VEVENT
+UID:jane-weekly@example.org
+DTSTART;TZID=Europe/London:20261104T100000
+DTEND;TZID=Europe/London:20261104T105000
+RRULE:FREQ=WEEKLY;BYDAY=WE
+EXDATE;TZID=Europe/London:20261118T100000
+SUMMARY:Session
+ATTENDEE;CN=Jane:mailto:Jane@Example.org
+END:VEVENT
+BEGIN:VEVENT
+UID:jane-weekly@example.org
+RECURRENCE-ID;TZID=Europe/London:20261125T100000
+DTSTART;TZID=Europe/London:20261125T100000
+DTEND;TZID=Europe/London:20261125T105000
+STATUS:CANCELLED
+SUMMARY:Session
+ATTENDEE:mailto:jane@example.org
+END:VEVENT
+BEGIN:VEVENT
+UID:sam-1@example.org
+DTSTART:20261119T160000Z
+SUMMARY:Coaching - Sam L. (room 2)
+END:VEVENT
+BEGIN:VEVENT
+UID:holiday@example.org
+DTSTART;VALUE=DATE:20261120
+SUMMARY:Practice closed - Sam L. (not a session)
+END:VEVENT
+END:VCALENDAR
+"""
+
+JANE = Client(id="jane-doe", name="Jane", emails=("jane@example.org",), sessions=Sessions(),
+              active=True)
+SAM = Client(id="sam-lee", name="Sam", emails=("sam@example.net",), sessions=Sessions(),
+             active=True, calendar_summary="Sam L.")
+
+
+def test_weekly_rule_exdate_cancelled_instance_and_summary_matching() -> None:
+    found = sessions_from_ics(ICS.encode(), [JANE, SAM], LONDON,
+                              datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 10, tzinfo=UTC))
+    assert found["jane-doe"] == (
+        datetime(2026, 11, 4, 10), datetime(2026, 11, 11, 10),  # 18th excluded, 25th cancelled
+        datetime(2026, 12, 2, 10), datetime(2026, 12, 9, 10),
+    )
+    assert found["sam-lee"] == (datetime(2026, 11, 19, 16),)  # the all-day event is not a session
+
+
+def test_a_broken_calendar_is_an_error() -> None:
+    with pytest.raises(ValueError, match="not a readable iCalendar file"):
+        sessions_from_ics(b"BEGIN:VCALENDAR\nthis is not ical", [JANE], LONDON,
+                          datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+
+
+def calendar_practice(root: Path, account: Account, ics_line: str) -> Path:
+    p = write_practice(root, account, extra=f"""
+        [calendar]
+        {ics_line}
+        """)
+    clients = p.config.parent / "clients"
+    (clients / "jane-doe.toml").write_text('name = "Jane Doe"\nemails = ["jane@example.org"]\n')
+    (clients / "sam-lee.toml").write_text(
+        'name = "Sam"\nemails = ["sam@example.net"]\ncalendar_summary = "Sam L."\n')
+    (p.config.parent / "calendar.ics").write_text(ICS)
+    return p.config
+
+
+def test_calendar_drives_agenda_files_to_the_right_dates(
+    tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    calendar_practice(tmp_path, account, 'ics = "calendar.ics"')
+    p = Practice(tmp_path, account)
+    account.append(message(), datetime(2026, 11, 15, 23, 40, tzinfo=UTC))
+    result = p.once_json(capsys, "--now", "2026-11-16T08:00")
+    # Wed 18th is an EXDATE, Wed 25th is cancelled: the next real session is 2 December.
+    assert [f["agenda"] for f in result["flagged"]] == ["agendas/jane-doe/2026-12-02.md"]
+
+
+@pytest.fixture
+def ics_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "cal.ics").write_text(ICS)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: object, **k: object) -> None:
+            super().__init__(*a, directory=str(served), **k)  # type: ignore[arg-type]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cal.ics?token=s3cret", served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_calendar_url_is_fetched_cached_and_falls_back_when_down(
+    tmp_path: Path, account: Account, ics_server: tuple[str, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, served = ics_server
+    cfg = calendar_practice(tmp_path, account, f'ics = "{url}"\nrefresh_minutes = 1')
+    settings = config.load(cfg)
+    now = datetime(2026, 11, 16, 8, tzinfo=UTC)
+    fresh = with_calendar(settings, now)
+    assert fresh.clients["sam-lee"].sessions.dates == (datetime(2026, 11, 19, 16),)
+    cache = settings.state_path.parent / "calendar.ics"
+    assert cache.stat().st_mode & 0o777 == 0o600
+    # The server goes away and the copy is older than refresh_minutes: the copy is used.
+    (served / "cal.ics").unlink()
+    os.utime(cache, (0, 0))
+    again = with_calendar(settings, now)
+    assert again.clients["jane-doe"].sessions == fresh.clients["jane-doe"].sessions
+    assert "calendar: cannot fetch http://127.0.0.1" in caplog.text
+    assert "s3cret" not in caplog.text
+
+
+def test_plain_http_calendar_url_is_refused_for_remote_hosts(tmp_path: Path, account: Account) -> None:
+    cfg = calendar_practice(tmp_path, account, 'ics = "http://calendar.example.org/x.ics"')
+    with pytest.raises(ConfigError, match="calendar.ics: a calendar URL must use https"):
+        config.load(cfg)
