@@ -198,6 +198,7 @@ class Triage(_Strict):
     keyword: Keyword = "$OutOfHours"
     drafts: Literal["per-window", "per-message", "off"] = "per-window"
     poll_minutes: int = Field(default=5, ge=1, le=1440)
+    push: bool = True  # react at once to new mail where the server has IMAP IDLE
     lookback_days: int = Field(default=7, ge=0, le=3650)
 
 

@@ -12,6 +12,8 @@ import imaplib
 import logging
 import re
 import ssl
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -191,6 +193,26 @@ class Mailbox:
         if exists:
             self._exists = int(exists[-1])
         return changed
+
+    def wait_for_news(
+        self, folder: str, seconds: float, stop: threading.Event, tick: float = 1.0
+    ) -> bool:
+        """IDLE (RFC 2177) on ``folder`` for up to ``seconds``: True as soon as the
+        server announces new mail, False on timeout or ``stop``. Servers drop IDLE
+        after 30 minutes, so callers keep ``seconds`` under that and call again."""
+        if not self.is_open(folder, read_only=True):
+            self.open(folder, read_only=True)
+        deadline = time.monotonic() + seconds
+        with _translated("IDLE"):
+            self._c.idle()
+            try:
+                while not stop.is_set() and time.monotonic() < deadline:
+                    for response in self._c.idle_check(timeout=tick):
+                        if len(response) > 1 and response[1] == b"EXISTS":
+                            return True
+            finally:
+                self._c.idle_done()
+        return False
 
     def quick_status(self, folder: str) -> tuple[int, int | None]:
         """(UIDVALIDITY, UIDNEXT) by STATUS: about 0.2 ms whatever the mailbox size,

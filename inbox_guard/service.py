@@ -15,9 +15,12 @@ import logging
 import queue
 import signal
 import threading
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -34,6 +37,7 @@ from .triage import run_pass
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_SECONDS = 5.0
+IDLE_SECONDS = 25 * 60  # re-issue IDLE well before servers' 30-minute limit
 
 
 def digest_trigger(settings: Settings) -> CronTrigger:
@@ -59,6 +63,8 @@ class Service:
         self._store: Store | None = None
         self._failures = {"triage": 0, "digest": 0}
         self.scheduler = BackgroundScheduler(timezone=settings.tz)
+        self._watcher = threading.Thread(target=self._watch, name="idle", daemon=True)
+        self._idle: Mailbox | None = None  # the watcher's own connection
 
     # -- jobs --------------------------------------------------------------------
 
@@ -144,6 +150,50 @@ class Service:
 
         self._guarded("digest", work)
 
+    def _watch(self) -> None:
+        """Push: a second connection IDLEs on the inbox and makes the pass due at once
+        when mail arrives. Polling goes on regardless, so a server without IDLE, or a
+        dropped IDLE connection, only costs speed; the watcher reconnects with backoff."""
+        try:
+            self._watch_loop()
+        finally:
+            if self._idle is not None:
+                self._idle.logout()
+                self._idle = None
+
+    def _watch_loop(self) -> None:
+        account = self.settings.main.account
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                if self._idle is None:
+                    self._idle = Mailbox.connect(account, password(account, "account",
+                                                                   self.settings.path))
+                    if b"IDLE" not in self._idle.capabilities():
+                        log.info("the server has no IDLE: polling every %d min",
+                                 self.settings.main.triage.poll_minutes)
+                        return
+                    log.info("push: waiting for new mail with IDLE")
+                if self._idle.wait_for_news(account.inbox, IDLE_SECONDS, self.stopping):
+                    log.info("push: new mail announced")
+                    self._due_now()
+                failures = 0
+            except InboxGuardError as exc:
+                if self._idle is not None:
+                    self._idle.logout()
+                    self._idle = None
+                failures += 1
+                delay = backoff(failures, 300.0)
+                log.warning("push: %s; polling meanwhile, retrying IDLE in %.0f s", exc, delay)
+                self.stopping.wait(delay)
+
+    def _due_now(self) -> None:
+        """Make the pass due now (unless the service is stopping)."""
+        if self.stopping.is_set():
+            return
+        with suppress(JobLookupError, SchedulerNotRunningError):  # shutting down meanwhile
+            self.scheduler.modify_job("triage", next_run_time=datetime.now(self.settings.tz))
+
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
@@ -158,12 +208,16 @@ class Service:
             max_instances=1, coalesce=True, misfire_grace_time=3600,
         )
         self.scheduler.start()
+        if self.settings.main.triage.push:
+            self._watcher.start()
         nxt = self.scheduler.get_job("digest").next_run_time
         log.info("running: a pass every %d min; next digest %s", minutes, f"{nxt:%a %d %b %H:%M}")
 
     def stop(self) -> None:
         self.stopping.set()
         self.scheduler.shutdown(wait=True)
+        if self._watcher.is_alive():
+            self._watcher.join(timeout=10)
         with self._lock:
             self._drop_connection()
             if self._store is not None:

@@ -138,3 +138,23 @@ def test_run_stops_cleanly_on_sigterm(practice: Practice, account: Account) -> N
     assert "INFO pass: scanned 1, flagged 1" in log
     assert "received SIGTERM, stopping" in log and log.rstrip().endswith("INFO stopped")
     assert account.password not in log
+
+
+def test_push_marks_and_drafts_new_mail_within_seconds(
+    practice: Practice, account: Account
+) -> None:
+    practice.config.write_text(practice.config.read_text().replace(
+        "[triage]\n", "[triage]\npoll_minutes = 60\n"))
+    service = Service(config.load(practice.config))
+    try:
+        service.start()
+        assert wait_for(service, "triage")  # the pass at start-up; the next poll is an hour away
+        started = time.monotonic()
+        uid = account.append(message(subject="late"), out_of_hours_recently())
+        assert wait_for(service, "triage", timeout=5)
+        elapsed = time.monotonic() - started
+        assert account.snapshot()[uid]["flags"] == {KW}
+        assert len(account.snapshot("Drafts")) == 1
+        assert elapsed < 5
+    finally:
+        service.stop()
