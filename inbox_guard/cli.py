@@ -59,13 +59,13 @@ def _parse_now(value: str | None, settings: Any) -> datetime:
 @contextmanager
 def _session(settings: Any, dry_run: bool) -> Iterator[tuple[Any, Any]]:
     """A logged-in mailbox and the state store (a throwaway copy for dry runs)."""
-    from .credentials import password
+    from .credentials import login_secret
     from .mailbox import Mailbox
     from .store import Store
 
     store = Store.snapshot(settings.state_path) if dry_run else Store.open(settings.state_path)
     try:
-        secret = password(settings.main.account, "account", settings.path)
+        secret = login_secret(settings.main.account, settings.path)
         mailbox = Mailbox.connect(settings.main.account, secret)
         try:
             yield mailbox, store

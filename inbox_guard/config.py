@@ -143,9 +143,15 @@ class Account(_Server):
     inbox: str = "INBOX"
     drafts: str = ""
 
+    auth: Literal["password", "xoauth2"] = "password"
+    token_command: str | None = None  # with auth = "xoauth2": prints a fresh access token
+
     @model_validator(mode="after")
-    def _needs_password(self) -> Account:
-        if not (self.password_env or self.password_command):
+    def _needs_secret(self) -> Account:
+        if self.auth == "xoauth2":
+            if not self.token_command:
+                raise ValueError("auth = \"xoauth2\" needs token_command")
+        elif not (self.password_env or self.password_command):
             raise ValueError("no password source: set password_env or password_command")
         return self
 

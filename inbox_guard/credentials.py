@@ -1,4 +1,5 @@
-"""Passwords come from the environment or a command, read only when connecting."""
+"""Secrets come from the environment or a command, read only when connecting:
+a password, or for ``auth = "xoauth2"`` an OAuth2 access token from ``token_command``."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from .config import _Secret
-from .errors import ConfigError
+from .config import Account, _Secret
+from .errors import AuthError, ConfigError
 
 
 def password(secret: _Secret, section: str, config_file: Path) -> str:
@@ -36,3 +37,27 @@ def password(secret: _Secret, section: str, config_file: Path) -> str:
             raise ConfigError(f"{where}.password_command: printed nothing")
         return value
     raise ConfigError(f"{where}: no password source: set password_env or password_command")
+
+
+def login_secret(account: Account, config_file: Path) -> str:
+    """What the IMAP login needs: the password, or a fresh OAuth2 access token."""
+    if account.auth != "xoauth2":
+        return password(account, "account", config_file)
+    where = f"{config_file}: account.token_command"
+    try:
+        done = subprocess.run(
+            account.token_command or "", shell=True, capture_output=True, text=True,
+            timeout=60, stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise AuthError(f"{where}: the token helper timed out after 60 s") from None
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or [""])[-1][:200]
+        raise AuthError(
+            f"{where}: the token helper failed (exit {done.returncode})"
+            + (f": {said}" if said else "")
+        )
+    token = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+    if not token:
+        raise AuthError(f"{where}: the token helper printed no token")
+    return token

@@ -120,6 +120,7 @@ class Mailbox:
 
     @classmethod
     def connect(cls, account: Account, password: str) -> Mailbox:
+        """Log in with ``password``: the password, or the access token for xoauth2."""
         where = f"{account.host}:{account.effective_port}"
         try:
             client = imapclient.IMAPClient(
@@ -140,13 +141,21 @@ class Mailbox:
         except (OSError, imaplib.IMAP4.error, IMAPClientError) as exc:
             raise ConnectError(f"cannot connect to {where}: {exc}") from exc
         try:
-            client.login(account.username, password)
+            if account.auth == "xoauth2":
+                client.oauth2_login(account.username, password)
+            else:
+                client.login(account.username, password)
         except LoginError as exc:
             _quietly_close(client)
-            # The server's text is kept, the password never is.
+            # The server's text is kept, the secret never is.
+            said = _text(exc).replace(password, "***") if password else _text(exc)
+            if account.auth == "xoauth2":
+                raise AuthError(
+                    f"{where} refused the OAuth2 token for {account.username!r} (expired, "
+                    f"revoked, or issued for another account?): {said}"
+                ) from None
             raise AuthError(
-                f"{where} refused the login for {account.username!r}: "
-                f"{_text(exc).replace(password, '***') if password else _text(exc)}"
+                f"{where} refused the login for {account.username!r}: {said}"
             ) from None
         except (OSError, imaplib.IMAP4.error, IMAPClientError) as exc:
             _quietly_close(client)

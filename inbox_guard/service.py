@@ -26,7 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import Settings
-from .credentials import password
+from .credentials import login_secret
 from .deliver import run_digest
 from .errors import ConnectError, InboxGuardError
 from .ics import with_calendar
@@ -74,7 +74,7 @@ class Service:
     def _connect(self) -> Mailbox:
         if self._mailbox is None:
             account = self.settings.main.account
-            secret = password(account, "account", self.settings.path)
+            secret = login_secret(account, self.settings.path)
             self._mailbox = Mailbox.connect(account, secret)
             log.info("connected to %s:%s", account.host, account.effective_port)
         return self._mailbox
@@ -167,8 +167,8 @@ class Service:
         while not self.stopping.is_set():
             try:
                 if self._idle is None:
-                    self._idle = Mailbox.connect(account, password(account, "account",
-                                                                   self.settings.path))
+                    self._idle = Mailbox.connect(account, login_secret(account,
+                                                                       self.settings.path))
                     if b"IDLE" not in self._idle.capabilities():
                         log.info("the server has no IDLE: polling every %d min",
                                  self.settings.main.triage.poll_minutes)

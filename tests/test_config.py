@@ -57,6 +57,7 @@ MAIN_MISTAKES = [
     ("digest to stranger", "digest.to 'x@elsewhere.org' must be one of therapist.addresses"),
     ("bad closed", "hours.closed: '2026-13-01' is not a date"),
     ("smtp without section", "digest.deliver = \"smtp\" needs an [smtp] section"),
+    ("xoauth2 without helper", "account: auth = \"xoauth2\" needs token_command"),
 ]
 
 
@@ -72,6 +73,7 @@ def mutate(case: str) -> str:
         "digest to stranger": GOOD + '[digest]\nto = "x@elsewhere.org"\n',
         "bad closed": GOOD + 'closed = ["2026-13-01"]\n',
         "smtp without section": GOOD + '[digest]\ndeliver = "smtp"\n',
+        "xoauth2 without helper": GOOD.replace('password_env = "IG_PW"', 'auth = "xoauth2"'),
     }[case]
 
 
