@@ -103,10 +103,20 @@ def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
 @click.option("--now", metavar="ISO", help="Clock for the next-session listing.")
 @click.pass_obj
 def check(state: _State, connect: bool, now: str | None) -> None:
-    """Validate the config and every client file; list clients and next sessions."""
+    """Validate the config and every client file; list clients and next sessions.
+
+    With --config naming a folder, every practitioner's main file in it."""
+    from .config import load_all
+    from .ics import with_calendar
+
+    for settings in load_all(state.config):
+        clock = _parse_now(now, settings)
+        _check_one(with_calendar(settings, clock), clock, connect)
+
+
+def _check_one(settings: Any, clock: datetime, connect: bool) -> None:
     from .sessions import next_session
 
-    settings, clock = _load(state, now)
     click.echo(f"config: {settings.path} ok ({len(settings.clients)} client files)")
     for c in settings.clients.values():
         nxt = next_session(c.sessions, clock, settings.tz)
@@ -191,13 +201,19 @@ def digest(state: _State, dry_run: bool, now: str | None) -> None:
 @cli.command(name="run")
 @click.pass_obj
 def run_service(state: _State) -> None:
-    """Run the background service: passes every poll_minutes, the digest on schedule."""
-    from .service import Service
+    """Run the background service: passes every poll_minutes, the digest on schedule.
 
-    settings = state.settings()
+    With --config naming a folder, one service per practitioner's main file in it."""
+    from .config import load_all
+    from .service import Service, run_forever
+
+    practices = load_all(state.config)
     if not state.debug:
         logging.getLogger("inbox_guard").setLevel(logging.INFO)
-    Service(settings).run_forever()
+    several = len(practices) > 1
+    run_forever([
+        Service(s, name=s.main.account.username if several else "") for s in practices
+    ])
 
 
 @cli.command()

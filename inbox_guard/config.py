@@ -492,6 +492,11 @@ def _load_client(file: Path) -> Client:
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
     """Load and check the main file and every client file; raise ConfigError."""
     file = config_path(path)
+    if file.is_dir():
+        raise ConfigError(
+            f"{file}: is a folder of practitioners; `run` and `check` serve them all, "
+            "other commands take one practitioner's main file"
+        )
     data = _read_toml(file)
     try:
         main = MainConfig.model_validate(data)
@@ -519,3 +524,26 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
             owner[e] = cfile
         clients[client.id] = client
     return Settings(path=file, main=main, clients=clients)
+
+
+def load_all(path: str | os.PathLike[str] | None = None) -> list[Settings]:
+    """One practitioner per main file: ``path`` names one file, or a folder holding one
+    main file per practitioner (a group practice), each with its own clients, hours,
+    digest and state."""
+    where = config_path(path)
+    if not where.is_dir():
+        return [load(where)]
+    files = sorted(f for f in where.glob("*.toml") if f.is_file())
+    if not files:
+        raise ConfigError(f"{where}: no main config files (*.toml) in this folder")
+    practices = [load(f) for f in files]
+    seen: dict[Path, Path] = {}
+    for s in practices:
+        state = s.state_path.resolve()
+        if state in seen:
+            raise ConfigError(
+                f"{s.path}: state.path: {state} is also the state file of {seen[state]}; "
+                "each practitioner needs their own"
+            )
+        seen[state] = s.path
+    return practices

@@ -53,9 +53,18 @@ def backoff(failures: int, cap: float) -> float:
     return float(min(cap, FIRST_RETRY_SECONDS * 2 ** max(0, failures - 1)))
 
 
+class _Account(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes each line with the account when one service runs several."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        name = self.extra.get("account") if self.extra else None
+        return (f"[{name}] {msg}" if name else msg), kwargs
+
+
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str = "") -> None:
         self.settings = settings
+        self.log = _Account(log, {"account": name})
         self.stopping = threading.Event()
         self.done: queue.Queue[tuple[str, bool]] = queue.Queue()  # (job, ok), for watchers
         self._lock = threading.Lock()
@@ -76,7 +85,7 @@ class Service:
             account = self.settings.main.account
             secret = login_secret(account, self.settings.path)
             self._mailbox = Mailbox.connect(account, secret)
-            log.info("connected to %s:%s", account.host, account.effective_port)
+            self.log.info("connected to %s:%s", account.host, account.effective_port)
         return self._mailbox
 
     def _drop_connection(self) -> None:
@@ -102,7 +111,7 @@ class Service:
                 self._failures[job] += 1
                 cap = self.settings.main.triage.poll_minutes * 60.0
                 delay = backoff(self._failures[job], cap if job == "triage" else 3600.0)
-                log.error("%s failed: %s; retrying in %.0f s", job, exc, delay)
+                self.log.error("%s failed: %s; retrying in %.0f s", job, exc, delay)
                 self._retry(job, delay)
                 self.done.put((job, False))
                 return
@@ -131,7 +140,7 @@ class Service:
                 self._drop_connection()
                 result = run_pass(settings, self._connect(), self._store_open(), now,
                                   stop=self.stopping)
-            log.info("pass: scanned %d, flagged %d, ignored %d, errors %d", result.scanned,
+            self.log.info("pass: scanned %d, flagged %d, ignored %d, errors %d", result.scanned,
                      len(result.flagged), len(result.ignored), len(result.errors))
 
         self._guarded("triage", work)
@@ -144,9 +153,9 @@ class Service:
             run = run_digest(with_calendar(self.settings, now), mailbox, self._store_open(), now,
                              False)
             if run.delivered:
-                log.info("digest delivered: %d contacts", run.digest.count)
+                self.log.info("digest delivered: %d contacts", run.digest.count)
             else:
-                log.info("digest: nothing to report")
+                self.log.info("digest: nothing to report")
 
         self._guarded("digest", work)
 
@@ -170,12 +179,12 @@ class Service:
                     self._idle = Mailbox.connect(account, login_secret(account,
                                                                        self.settings.path))
                     if b"IDLE" not in self._idle.capabilities():
-                        log.info("the server has no IDLE: polling every %d min",
+                        self.log.info("the server has no IDLE: polling every %d min",
                                  self.settings.main.triage.poll_minutes)
                         return
-                    log.info("push: waiting for new mail with IDLE")
+                    self.log.info("push: waiting for new mail with IDLE")
                 if self._idle.wait_for_news(account.inbox, IDLE_SECONDS, self.stopping):
-                    log.info("push: new mail announced")
+                    self.log.info("push: new mail announced")
                     self._due_now()
                 failures = 0
             except InboxGuardError as exc:
@@ -184,7 +193,7 @@ class Service:
                     self._idle = None
                 failures += 1
                 delay = backoff(failures, 300.0)
-                log.warning("push: %s; polling meanwhile, retrying IDLE in %.0f s", exc, delay)
+                self.log.warning("push: %s; polling meanwhile, retrying IDLE in %.0f s", exc, delay)
                 self.stopping.wait(delay)
 
     def _due_now(self) -> None:
@@ -211,7 +220,8 @@ class Service:
         if self.settings.main.triage.push:
             self._watcher.start()
         nxt = self.scheduler.get_job("digest").next_run_time
-        log.info("running: a pass every %d min; next digest %s", minutes, f"{nxt:%a %d %b %H:%M}")
+        self.log.info("running: a pass every %d min; next digest %s", minutes,
+                      f"{nxt:%a %d %b %H:%M}")
 
     def stop(self) -> None:
         self.stopping.set()
@@ -223,18 +233,26 @@ class Service:
             if self._store is not None:
                 self._store.close()
                 self._store = None
-        log.info("stopped")
+        self.log.info("stopped")
 
-    def run_forever(self) -> None:
-        """Until SIGTERM or SIGINT; then stop cleanly."""
-        wake = threading.Event()
 
-        def on_signal(signum: int, _frame: object) -> None:
-            log.info("received %s, stopping", signal.Signals(signum).name)
-            wake.set()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        self.start()
-        wake.wait()
-        self.stop()
+def run_forever(services: list[Service]) -> None:
+    """Run every service (one per practitioner) until SIGTERM or SIGINT; then stop
+    them all cleanly. Each has its own scheduler, connections and state, so one slow or
+    failing server delays only its own account."""
+    wake = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        wake.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for service in services:
+        service.start()
+    wake.wait()
+    for service in services:
+        service.stopping.set()
+    for service in services:
+        service.stop()
