@@ -55,9 +55,11 @@ def _message_id(settings: Settings, keys: list[str], now: datetime) -> str:
 
 
 def run_digest(
-    settings: Settings, mailbox: Mailbox | None, store: Store, now: datetime, dry_run: bool
+    settings: Settings, mailbox: Mailbox | None, store: Store, now: datetime, dry_run: bool,
+    problems: list[str] | None = None,
 ) -> DigestRun:
-    """Build the digest of everything since the last one; deliver it unless ``dry_run``."""
+    """Build the digest of everything since the last one; deliver it unless ``dry_run``.
+    ``problems`` are the service's own (a server down, a refused login) since then."""
     env = compose.template_env(settings.templates_dir)
     pending = store.pending_digest()
     if pending:
@@ -67,8 +69,9 @@ def run_digest(
         contacts = store.undigested()
         message_id = _message_id(settings, [c.key for c in contacts], now)
     recent = store.contacts_since(now - timedelta(days=digest.PATTERN_DAYS))
-    built = digest.build(contacts, recent, settings, now, store.last_digest_at())
-    if built.empty and not settings.main.digest.send_empty and not pending:
+    built = digest.build(contacts, recent, settings, now, store.last_digest_at(), problems)
+    quiet = built.empty and not built.problems
+    if quiet and not settings.main.digest.send_empty and not pending:
         return DigestRun(built, None, False)
     message = compose.digest_message(settings, env, built, message_id, now)
     if dry_run:

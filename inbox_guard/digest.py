@@ -50,6 +50,7 @@ class Digest:
     since: datetime | None
     risk: list[Item]
     clients: list[ClientSummary] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the service's, since the last digest
 
     @property
     def keys(self) -> list[str]:
@@ -76,7 +77,7 @@ def _item(c: Contact, settings: Settings, with_subject: bool) -> Item:
 
 def build(
     new: list[Contact], recent: list[Contact], settings: Settings, now: datetime,
-    since: datetime | None,
+    since: datetime | None, problems: list[str] | None = None,
 ) -> Digest:
     """``new``: contacts not yet digested; ``recent``: all contacts of the last 28 days."""
     with_subject = settings.main.digest.include_subjects
@@ -97,4 +98,5 @@ def build(
                 hours=sorted(pattern.items()), total=sum(pattern.values()),
             )
         )
-    return Digest(now=now, since=since, risk=[i for i in items if i.risk], clients=clients)
+    return Digest(now=now, since=since, risk=[i for i in items if i.risk], clients=clients,
+                  problems=list(problems or []))

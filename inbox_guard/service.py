@@ -71,6 +71,8 @@ class Service:
         self._mailbox: Mailbox | None = None
         self._store: Store | None = None
         self._failures = {"triage": 0, "digest": 0}
+        # The service's own trouble since the last digest: (what, first, last, times).
+        self._problems: dict[str, list[Any]] = {}
         self.scheduler = BackgroundScheduler(timezone=settings.tz)
         self._watcher = threading.Thread(target=self._watch, name="idle", daemon=True)
         self._idle: Mailbox | None = None  # the watcher's own connection
@@ -112,11 +114,29 @@ class Service:
                 cap = self.settings.main.triage.poll_minutes * 60.0
                 delay = backoff(self._failures[job], cap if job == "triage" else 3600.0)
                 self.log.error("%s failed: %s; retrying in %.0f s", job, exc, delay)
+                self._note_problem(job, str(exc))
                 self._retry(job, delay)
                 self.done.put((job, False))
                 return
             self._failures[job] = 0
             self.done.put((job, True))
+
+    def _note_problem(self, job: str, error: str) -> None:
+        now = self._now()
+        key = f"{job}: {error}"
+        if key in self._problems:
+            self._problems[key][1] = now
+            self._problems[key][2] += 1
+        elif len(self._problems) < 20:
+            self._problems[key] = [now, now, 1]
+
+    def problems(self) -> list[str]:
+        """For the digest: each distinct failure, when it began and how often."""
+        out = []
+        for what, (first, last, times) in self._problems.items():
+            span = f"{first:%a %d %b %H:%M}" + (f" to {last:%a %d %b %H:%M}" if times > 1 else "")
+            out.append(f"{what} ({times}×, {span})")
+        return out
 
     def _retry(self, job: str, delay: float) -> None:
         when = datetime.now(self.settings.tz) + timedelta(seconds=delay)
@@ -151,7 +171,9 @@ class Service:
             mailbox = self._connect() if imap else None
             now = self._now()
             run = run_digest(with_calendar(self.settings, now), mailbox, self._store_open(), now,
-                             False)
+                             False, problems=self.problems())
+            if run.delivered:
+                self._problems.clear()
             if run.delivered:
                 self.log.info("digest delivered: %d contacts", run.digest.count)
             else:

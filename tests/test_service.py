@@ -98,6 +98,15 @@ def test_service_recovers_when_the_server_restarts(
             assert wait_for(service, "triage")
             assert account.snapshot()[uid]["flags"] == {KW}
             assert len(account.snapshot("Drafts")) == 1  # nothing duplicated
+
+            # The outage is in the next digest, not only in the log.
+            fire(service, "digest")
+            assert wait_for(service, "digest")
+            [digest] = [m["bytes"] for m in account.snapshot().values()
+                        if b"Out-of-hours digest" in m["bytes"]]
+            assert b"inbox-guard had trouble since the last digest" in digest
+            assert b"triage: " in digest
+            assert service.problems() == []  # reported once, then forgotten
         finally:
             service.stop()
 
