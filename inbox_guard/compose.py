@@ -36,10 +36,37 @@ def draft_message_id(key: str, settings: Settings) -> str:
     return f"<inbox-guard.{key}@{domain}>"
 
 
-def session_text(session: datetime | None) -> str | None:
+# How each language says "Wednesday 18 November at 10:00": CLDR patterns, with the
+# weekday and month names from Babel's locale data, not hand-written tables.
+_SESSION = {
+    "en": ("EEEE d MMMM", "{day} at {time}"),
+    "de": ("EEEE, d. MMMM", "{day} um {time} Uhr"),
+    "fr": ("EEEE d MMMM", "{day} à {time}"),
+    "es": ("EEEE d 'de' MMMM", "{day} a las {time}"),
+}
+
+
+def session_text(session: datetime | None, language: str = "en") -> str | None:
     if session is None:
         return None
-    return f"{session:%A} {session.day} {session:%B} at {session:%H:%M}"
+    from babel.dates import format_datetime
+
+    pattern, phrase = _SESSION.get(language, _SESSION["en"])
+    day = format_datetime(session, pattern, tzinfo=session.tzinfo, locale=language)
+    return phrase.format(day=day, time=f"{session:%H:%M}")
+
+
+def draft_template(env: jinja2.Environment, base: str, language: str) -> str:
+    """``draft.de.txt.j2`` for German where there is one (the practitioner's own or
+    ours), else ``draft.txt.j2``."""
+    if language != "en":
+        localised = base.replace(".txt.j2", f".{language}.txt.j2")
+        try:
+            env.get_template(localised)  # cached by Jinja after the first look
+        except jinja2.TemplateNotFound:
+            return base
+        return localised
+    return base
 
 
 def _wrap(text: str, width: int = 72) -> str:
@@ -140,10 +167,13 @@ def draft(
     """The holding reply; ``template`` is a client's own (risk always uses the urgent
     one, which leads with emergency contacts)."""
     t = settings.main.therapist
-    name = "draft_urgent.txt.j2" if risk else (template or "draft.txt.j2")
+    if risk:
+        name = draft_template(env, "draft_urgent.txt.j2", t.language)
+    else:
+        name = template or draft_template(env, "draft.txt.j2", t.language)
     body = env.get_template(name).render(
         session=session,
-        session_text=session_text(session),
+        session_text=session_text(session, t.language),
         name_session=t.drafts_name_session,
         emergency_text=t.emergency_text,
         therapist_name=t.name,

@@ -101,6 +101,7 @@ class Therapist(_Strict):
     addresses: tuple[str, ...] = ()
     emergency_text: str = Field(min_length=1)
     drafts_name_session: bool = True
+    language: Literal["en", "de", "fr", "es"] = "en"  # of the holding replies
 
     @field_validator("email")
     @classmethod
