@@ -11,7 +11,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,13 +35,31 @@ class _State:
         return load(self.config)
 
 
-def _load(state: _State, now: str | None) -> tuple[Any, datetime]:
-    """Settings (with calendar sessions, if a calendar is configured) and the clock."""
+def _load(state: _State, now: str | None, notes: list[str]) -> tuple[Any, datetime]:
+    """Settings (with calendar sessions, if a calendar is configured) and the clock;
+    trouble worth telling the next digest is added to ``notes``."""
     from .ics import with_calendar
 
     settings = state.settings()
     clock = _parse_now(now, settings)
-    return with_calendar(settings, clock), clock
+    return with_calendar(settings, clock, note=notes.append), clock
+
+
+def _remember(settings: Any, notes: list[str], clock: datetime) -> None:
+    """Keep trouble for the next digest (as the service does), when the state file
+    can be used; a run from cron then hears of its failures the next morning."""
+    from .errors import StoreError
+    from .store import Store
+
+    if not notes:
+        return
+    with suppress(StoreError):
+        store = Store.open(settings.state_path)
+        try:
+            for what in notes:
+                store.note_problem(what, clock)
+        finally:
+            store.close()
 
 
 def _parse_now(value: str | None, settings: Any) -> datetime:
@@ -146,9 +164,17 @@ def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
     """Run one triage pass, then exit."""
     from .triage import run_pass
 
-    settings, clock = _load(state, now)
-    with _session(settings, dry_run) as (mailbox, store):
-        result = run_pass(settings, mailbox, store, clock, dry_run=dry_run)
+    notes: list[str] = []
+    settings, clock = _load(state, now, notes)
+    try:
+        with _session(settings, dry_run) as (mailbox, store):
+            result = run_pass(settings, mailbox, store, clock, dry_run=dry_run)
+    except InboxGuardError as exc:
+        notes.append(f"triage: {exc}")
+        raise
+    finally:
+        if not dry_run:
+            _remember(settings, notes, clock)
     if as_json:
         click.echo(json.dumps(result.as_json(), ensure_ascii=False))
         return
@@ -175,7 +201,10 @@ def digest(state: _State, dry_run: bool, now: str | None) -> None:
     from .deliver import run_digest
     from .store import Store
 
-    settings, clock = _load(state, now)
+    notes: list[str] = []
+    settings, clock = _load(state, now, notes)
+    if not dry_run:
+        _remember(settings, notes, clock)  # a calendar fetch that failed: in this digest
     if settings.main.digest.deliver == "imap" and not dry_run:
         with _session(settings, dry_run=False) as (mailbox, store):
             run = run_digest(settings, mailbox, store, clock, dry_run=False)

@@ -7,13 +7,18 @@ CR/LF in a subject can never start a new header.
 
 from __future__ import annotations
 
+import functools
+import gettext
 import hashlib
+import io
+import re
 import textwrap
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from importlib import resources
 from pathlib import Path
 
 import jinja2
@@ -21,7 +26,6 @@ import jinja2
 from . import rules
 from .config import Settings
 from .digest import Digest
-from .risk import DISCLAIMER
 
 
 def message_key(h: rules.Headers, received: datetime) -> str:
@@ -78,16 +82,60 @@ def _wrap(text: str, width: int = 72) -> str:
     )
 
 
-ALERT_SUBJECT = "inbox-guard: a client's message has risk words, please read it"
+def _(message: str) -> str:
+    """Marks a text for the message catalogue; it is translated where it is used."""
+    return message
 
 
-def when(value: datetime) -> str:
-    """Local times as people read them: "Sun 22 Nov 23:40"."""
-    return f"{value:%a} {value.day} {value:%b %H:%M}"
+ALERT_SUBJECT = _("inbox-guard: a client's message has risk words, please read it")
+DISCLAIMER_TEXT = _("keyword screen, not an assessment")  # = risk.DISCLAIMER, for the catalogue
+
+# Why no draft was saved, as the digest says it (the codes are the JSON output's).
+REASONS = {
+    "window": _("one was already drafted for this out-of-hours stretch"),
+    "not-addressed": _("the message was not addressed to you"),
+    "off": _("drafts are off"),
+}
 
 
-def template_env(override_dir: Path | None) -> jinja2.Environment:
-    """Templates shipped in the package, overridden by same-named files in config/templates/."""
+# Short local times as people read them in each language: "Sun 22 Nov 23:40".
+_WHEN = {
+    "en": "EEE d MMM HH:mm",
+    "de": "EEE d. MMM HH:mm",
+    "fr": "EEE d MMM HH:mm",
+    "es": "EEE d MMM, HH:mm",
+}
+
+
+def when(value: datetime, language: str = "en") -> str:
+    from babel.dates import format_datetime
+
+    pattern = _WHEN.get(language, _WHEN["en"])
+    return str(format_datetime(value, pattern, tzinfo=value.tzinfo, locale=language))
+
+
+@functools.cache
+def translations(language: str) -> gettext.NullTranslations:
+    """The message catalogue for the digest and alert texts (``locale/<lang>/.../*.po``,
+    compiled in memory with Babel); English needs none."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+    from babel.support import Translations
+
+    po = resources.files("inbox_guard") / "locale" / language / "LC_MESSAGES" / "inbox_guard.po"
+    if language == "en" or not po.is_file():
+        return gettext.NullTranslations()
+    with po.open("rb") as fh:
+        catalog = read_po(fh, locale=language)
+    buf = io.BytesIO()
+    write_mo(buf, catalog)
+    buf.seek(0)
+    return Translations(buf, domain="inbox_guard")
+
+
+def template_env(override_dir: Path | None, language: str = "en") -> jinja2.Environment:
+    """Templates shipped in the package, overridden by same-named files in config/templates/.
+    Texts marked for translation (``{% trans %}``, ``_()``) come out in ``language``."""
     loaders: list[jinja2.BaseLoader] = []
     if override_dir is not None and override_dir.is_dir():
         loaders.append(jinja2.FileSystemLoader(str(override_dir)))
@@ -97,10 +145,19 @@ def template_env(override_dir: Path | None) -> jinja2.Environment:
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
-    env.filters["when"] = when
-    env.globals["disclaimer"] = DISCLAIMER
+    t = translations(language)
+    env.install_gettext_translations(t, newstyle=True)  # type: ignore[attr-defined]
+    env.filters["when"] = functools.partial(when, language=language)
+    env.filters["reason"] = lambda code: t.gettext(REASONS.get(code or "", code or ""))
+    env.globals["disclaimer"] = t.gettext(DISCLAIMER_TEXT)
+    env.globals["language"] = language
     return env
+
+
+def env_for(settings: Settings) -> jinja2.Environment:
+    return template_env(settings.templates_dir, settings.main.therapist.language)
 
 
 def _own_message(settings: Settings, subject: str, message_id: str, now: datetime) -> EmailMessage:
@@ -116,19 +173,28 @@ def _own_message(settings: Settings, subject: str, message_id: str, now: datetim
     return msg
 
 
+def digest_subject(digest: Digest, t: gettext.NullTranslations) -> str:
+    if digest.empty:
+        return t.gettext(_("Out-of-hours digest: no client contacts"))
+    n, k = digest.count, len(digest.clients)
+    subject = t.gettext(_("Out-of-hours digest: %(contacts)s from %(clients)s")) % {
+        "contacts": t.ngettext("%(num)d contact", "%(num)d contacts", n) % {"num": n},
+        "clients": t.ngettext("%(num)d client", "%(num)d clients", k) % {"num": k},
+    }
+    if digest.risk:
+        r = len(digest.risk)
+        subject += t.gettext(_(", %(num)d with risk words")) % {"num": r}
+    return subject
+
+
 def digest_message(
     settings: Settings, env: jinja2.Environment, digest: Digest, message_id: str, now: datetime
 ) -> EmailMessage:
-    if digest.empty:
-        subject = "Out-of-hours digest: no client contacts"
-    else:
-        n, k = digest.count, len(digest.clients)
-        subject = f"Out-of-hours digest: {n} contact{'s' if n != 1 else ''} from {k} " \
-            f"client{'s' if k != 1 else ''}"
-        if digest.risk:
-            subject += f", {len(digest.risk)} with risk words"
+    subject = digest_subject(digest, translations(settings.main.therapist.language))
     msg = _own_message(settings, subject, message_id, now)
-    text = env.get_template("digest.txt.j2").render(digest=digest)
+    # Blank lines between the parts, never more than one however the template's
+    # conditions fall.
+    text = re.sub(r"\n{3,}", "\n\n", env.get_template("digest.txt.j2").render(digest=digest))
     html = env.get_template("digest.html.j2").render(digest=digest, subject=subject)
     msg.set_content(_wrap(text, 998), charset="utf-8")
     msg.add_alternative(html, subtype="html", charset="utf-8")
@@ -140,7 +206,8 @@ def alert_message(
     draft: bool, suppressed: str | None, session: datetime | None, message_id: str,
     now: datetime,
 ) -> EmailMessage:
-    msg = _own_message(settings, ALERT_SUBJECT, message_id, now)
+    subject = translations(settings.main.therapist.language).gettext(ALERT_SUBJECT)
+    msg = _own_message(settings, subject, message_id, now)
     msg["Importance"] = "high"
     body = env.get_template("alert.txt.j2").render(
         client=client, name=name, received=received.astimezone(settings.tz), draft=draft,

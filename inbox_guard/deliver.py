@@ -21,7 +21,7 @@ from . import compose, digest
 from .config import Settings
 from .credentials import password
 from .mailbox import Mailbox
-from .store import Store
+from .store import Problem, Store
 
 
 def deliver(
@@ -56,11 +56,13 @@ def _message_id(settings: Settings, keys: list[str], now: datetime) -> str:
 
 def run_digest(
     settings: Settings, mailbox: Mailbox | None, store: Store, now: datetime, dry_run: bool,
-    problems: list[str] | None = None,
+    problems: list[Problem] | None = None,
 ) -> DigestRun:
     """Build the digest of everything since the last one; deliver it unless ``dry_run``.
-    ``problems`` are the service's own (a server down, a refused login) since then."""
-    env = compose.template_env(settings.templates_dir)
+    It reports the service's own trouble since then (a server down, a refused login, a
+    calendar that could not be fetched): what the store kept, plus ``problems`` that
+    could not be stored."""
+    env = compose.env_for(settings)
     pending = store.pending_digest()
     if pending:
         message_id, keys = pending
@@ -69,7 +71,9 @@ def run_digest(
         contacts = store.undigested()
         message_id = _message_id(settings, [c.key for c in contacts], now)
     recent = store.contacts_since(now - timedelta(days=digest.PATTERN_DAYS))
-    built = digest.build(contacts, recent, settings, now, store.last_digest_at(), problems)
+    kept = store.problems()
+    built = digest.build(contacts, recent, settings, now, store.last_digest_at(),
+                         [*kept, *(problems or [])])
     quiet = built.empty and not built.problems
     if quiet and not settings.main.digest.send_empty and not pending:
         return DigestRun(built, None, False)
@@ -79,9 +83,11 @@ def run_digest(
     if pending and mailbox is not None and settings.main.digest.deliver == "imap" \
             and mailbox.has_message_id(settings.main.account.inbox, message_id):
         store.digest_delivered(message_id, now)
+        store.clear_problems(kept)
         return DigestRun(built, message, True)
     if not pending:
         store.plan_digest(message_id, built.keys, now)
     deliver(settings, message, mailbox, now)
     store.digest_delivered(message_id, now)
+    store.clear_problems(kept)
     return DigestRun(built, message, True)

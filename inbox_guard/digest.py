@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from .config import Settings
 from .sessions import next_session
-from .store import Contact
+from .store import Contact, Problem
 
 PATTERN_DAYS = 28
 
@@ -50,7 +50,7 @@ class Digest:
     since: datetime | None
     risk: list[Item]
     clients: list[ClientSummary] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # the service's, since the last digest
+    problems: list[Problem] = field(default_factory=list)  # the service's, since the last one
 
     @property
     def keys(self) -> list[str]:
@@ -77,7 +77,7 @@ def _item(c: Contact, settings: Settings, with_subject: bool) -> Item:
 
 def build(
     new: list[Contact], recent: list[Contact], settings: Settings, now: datetime,
-    since: datetime | None, problems: list[str] | None = None,
+    since: datetime | None, problems: list[Problem] | None = None,
 ) -> Digest:
     """``new``: contacts not yet digested; ``recent``: all contacts of the last 28 days."""
     with_subject = settings.main.digest.include_subjects

@@ -7,8 +7,8 @@ one of their emails is an attendee, or its summary contains their
 ``calendar_summary``. A client file's own ``sessions`` still wins.
 
 A URL is fetched with a timeout, at most every ``refresh_minutes``, and the copy kept
-beside the state file; when a fetch fails, the last good copy is used and the log says
-so.
+beside the state file; when a fetch fails, the last good copy is used and the log and
+the next digest say so.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from .config import Client, Settings
@@ -66,7 +69,13 @@ def sessions_from_ics(
     return {cid: tuple(sorted(starts)) for cid, starts in found.items()}
 
 
-def _read(settings: Settings) -> bytes:
+def cache_path(settings: Settings) -> Path:
+    """Beside the state file and named after it, so practitioners sharing a state
+    folder keep their own copies."""
+    return settings.state_path.with_name(settings.state_path.stem + ".calendar.ics")
+
+
+def _read(settings: Settings, note: Callable[[str], None]) -> bytes:
     cal = settings.main.calendar
     assert cal is not None
     source = cal.ics
@@ -78,7 +87,7 @@ def _read(settings: Settings) -> bytes:
             raise ConfigError(
                 f"{settings.path}: calendar.ics: cannot read {path}: {exc.strerror}"
             ) from None
-    cache = settings.state_path.parent / "calendar.ics"
+    cache = cache_path(settings)
     if cache.exists() and time.time() - cache.stat().st_mtime < cal.refresh_minutes * 60:
         return cache.read_text("utf-8", "surrogateescape").encode("utf-8", "surrogateescape")
     try:
@@ -88,23 +97,43 @@ def _read(settings: Settings) -> bytes:
         return data
     except (OSError, ValueError) as exc:
         if cache.exists():
-            log.warning("calendar: cannot fetch %s (%s); using the copy from %s",
-                        _safe(source), exc, date.fromtimestamp(cache.stat().st_mtime))
+            problem = (f"calendar: cannot fetch {_safe(source)} ({_reason(exc)}); using the "
+                       f"copy from {date.fromtimestamp(cache.stat().st_mtime)}")
+            log.warning("%s", problem)
+            note(problem)
             return cache.read_text("utf-8", "surrogateescape").encode("utf-8", "surrogateescape")
         raise ConfigError(
-            f"{settings.path}: calendar.ics: cannot fetch {_safe(source)} ({exc}) and no "
+            f"{settings.path}: calendar.ics: cannot fetch {_safe(source)} ({_reason(exc)}) and no "
             "earlier copy is kept"
         ) from None
+
+
+def _reason(exc: Exception) -> str:
+    """Why a fetch failed, without the URL (urllib puts it in some messages)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return str(exc)
 
 
 def _safe(url: str) -> str:
     """A URL without its query or credentials (calendar URLs often carry a secret)."""
     p = urllib.parse.urlparse(url)
-    return f"{p.scheme}://{p.hostname}{p.path}"
+    port = f":{p.port}" if p.port else ""
+    return f"{p.scheme}://{p.hostname}{port}{p.path}"
 
 
-def with_calendar(settings: Settings, now: datetime) -> Settings:
-    """``settings`` with calendar sessions for the clients whose file gives none."""
+def _ignore(_problem: str) -> None:
+    pass
+
+
+def with_calendar(
+    settings: Settings, now: datetime, note: Callable[[str], None] = _ignore
+) -> Settings:
+    """``settings`` with calendar sessions for the clients whose file gives none.
+    ``note`` hears of trouble worth a line in the digest (a fetch that failed while an
+    earlier copy could be used)."""
     if settings.main.calendar is None:
         return settings
     todo = [c for c in settings.clients.values() if c.sessions == Sessions()]
@@ -112,7 +141,7 @@ def with_calendar(settings: Settings, now: datetime) -> Settings:
         return settings
     try:
         found = sessions_from_ics(
-            _read(settings), todo, settings.tz, now - timedelta(days=1), now + HORIZON
+            _read(settings, note), todo, settings.tz, now - timedelta(days=1), now + HORIZON
         )
     except ValueError as exc:
         raise ConfigError(f"{settings.path}: calendar.ics: {exc}") from None

@@ -28,10 +28,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .config import Settings
 from .credentials import login_secret
 from .deliver import run_digest
-from .errors import ConnectError, InboxGuardError
+from .errors import ConnectError, InboxGuardError, StoreError
 from .ics import with_calendar
 from .mailbox import Mailbox
-from .store import Store
+from .store import MAX_PROBLEMS, Problem, Store
 from .triage import run_pass
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ class Service:
         self._mailbox: Mailbox | None = None
         self._store: Store | None = None
         self._failures = {"triage": 0, "digest": 0}
-        # The service's own trouble since the last digest: (what, first, last, times).
-        self._problems: dict[str, list[Any]] = {}
+        # Trouble since the last digest that the state store could not keep.
+        self._problems: dict[str, Problem] = {}
         self.scheduler = BackgroundScheduler(timezone=settings.tz)
         self._watcher = threading.Thread(target=self._watch, name="idle", daemon=True)
         self._idle: Mailbox | None = None  # the watcher's own connection
@@ -114,29 +114,35 @@ class Service:
                 cap = self.settings.main.triage.poll_minutes * 60.0
                 delay = backoff(self._failures[job], cap if job == "triage" else 3600.0)
                 self.log.error("%s failed: %s; retrying in %.0f s", job, exc, delay)
-                self._note_problem(job, str(exc))
+                self._note_problem(f"{job}: {exc}")
                 self._retry(job, delay)
                 self.done.put((job, False))
                 return
             self._failures[job] = 0
             self.done.put((job, True))
 
-    def _note_problem(self, job: str, error: str) -> None:
+    def _note_problem(self, what: str) -> None:
+        """Keep ``what`` for the next digest: in the state store, so a restart does not
+        lose it; in memory only when the store itself is the trouble."""
         now = self._now()
-        key = f"{job}: {error}"
-        if key in self._problems:
-            self._problems[key][1] = now
-            self._problems[key][2] += 1
-        elif len(self._problems) < 20:
-            self._problems[key] = [now, now, 1]
+        try:
+            self._store_open().note_problem(what, now)
+            return
+        except StoreError:
+            pass
+        old = self._problems.get(what)
+        if old is not None:
+            self._problems[what] = Problem(what, old.first, now, old.times + 1)
+        elif len(self._problems) < MAX_PROBLEMS:
+            self._problems[what] = Problem(what, now, now, 1)
 
-    def problems(self) -> list[str]:
-        """For the digest: each distinct failure, when it began and how often."""
-        out = []
-        for what, (first, last, times) in self._problems.items():
-            span = f"{first:%a %d %b %H:%M}" + (f" to {last:%a %d %b %H:%M}" if times > 1 else "")
-            out.append(f"{what} ({times}×, {span})")
-        return out
+    def problems(self) -> list[Problem]:
+        """For the digest: each distinct failure not yet reported, when it began and how
+        often (the store's and the ones only in memory)."""
+        kept: list[Problem] = []
+        with suppress(StoreError):
+            kept = self._store_open().problems()
+        return [*kept, *self._problems.values()]
 
     def _retry(self, job: str, delay: float) -> None:
         when = datetime.now(self.settings.tz) + timedelta(seconds=delay)
@@ -147,10 +153,13 @@ class Service:
                 self.digest, "date", run_date=when, id="digest-retry", replace_existing=True,
             )
 
+    def _with_calendar(self, now: datetime) -> Settings:
+        return with_calendar(self.settings, now, note=self._note_problem)
+
     def triage(self) -> None:
         def work() -> None:
             now = self._now()
-            settings = with_calendar(self.settings, now)
+            settings = self._with_calendar(now)
             try:
                 result = run_pass(settings, self._connect(), self._store_open(), now,
                                   stop=self.stopping)
@@ -170,8 +179,8 @@ class Service:
             imap = self.settings.main.digest.deliver == "imap"
             mailbox = self._connect() if imap else None
             now = self._now()
-            run = run_digest(with_calendar(self.settings, now), mailbox, self._store_open(), now,
-                             False, problems=self.problems())
+            run = run_digest(self._with_calendar(now), mailbox, self._store_open(), now,
+                             False, problems=list(self._problems.values()))
             if run.delivered:
                 self._problems.clear()
             if run.delivered:

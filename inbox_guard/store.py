@@ -71,11 +71,32 @@ MIGRATIONS: tuple[str, ...] = (
         delivered_at TEXT
     );
     """,
+    # 3: the service's own trouble, kept for the next digest
+    """
+    CREATE TABLE problem (
+        what TEXT PRIMARY KEY,
+        first TEXT NOT NULL,
+        last TEXT NOT NULL,
+        times INTEGER NOT NULL
+    );
+    """,
 )
 
 # A message whose steps failed this many passes running is given up on (and stays
 # visible as an error) instead of being retried for ever.
 MAX_ATTEMPTS = 3
+MAX_PROBLEMS = 20  # distinct kinds of trouble kept between two digests
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One kind of trouble the service had (a server down, a refused login, a calendar
+    that could not be fetched): when it began, when it was last seen, how often."""
+
+    what: str
+    first: datetime
+    last: datetime
+    times: int
 
 
 @dataclass(frozen=True)
@@ -349,6 +370,32 @@ class Store:
                 "UPDATE digest SET delivered_at = ? WHERE message_id = ?",
                 (now.isoformat(), message_id),
             )
+
+    # -- the service's own trouble ---------------------------------------------------
+
+    def note_problem(self, what: str, now: datetime) -> None:
+        """Count one more occurrence of ``what`` for the next digest."""
+        at = now.isoformat()
+        with self.transaction():
+            seen = self._execute(
+                "UPDATE problem SET last = ?, times = times + 1 WHERE what = ?", (at, what)
+            ).rowcount
+            if not seen and self._execute("SELECT COUNT(*) FROM problem").fetchone()[0] \
+                    < MAX_PROBLEMS:
+                self._execute("INSERT INTO problem VALUES (?, ?, ?, 1)", (what, at, at))
+
+    def problems(self) -> list[Problem]:
+        rows = self._execute("SELECT * FROM problem ORDER BY first, what")
+        return [Problem(r["what"], datetime.fromisoformat(r["first"]),
+                        datetime.fromisoformat(r["last"]), r["times"]) for r in rows]
+
+    def clear_problems(self, reported: list[Problem]) -> None:
+        """Forget what a delivered digest reported (anything newer stays for the next)."""
+        with self.transaction():
+            for p in reported:
+                self._execute(
+                    "DELETE FROM problem WHERE what = ? AND times = ?", (p.what, p.times)
+                )
 
     def last_digest_at(self) -> datetime | None:
         row = self._execute("SELECT MAX(delivered_at) FROM digest").fetchone()

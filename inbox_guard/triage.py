@@ -217,7 +217,7 @@ def _do_steps(
         _notes(settings, store, [c for c in pending if not c.agenda_done], fail)
         if stopping():
             return
-        env = compose.template_env(settings.templates_dir)
+        env = compose.env_for(settings)
         _drafts(settings, env, mailbox, store, now,
                 [c for c in pending if c.draft and not c.draft_done and c.key not in failed],
                 fail)

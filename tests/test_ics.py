@@ -15,7 +15,7 @@ import pytest
 from inbox_guard import config
 from inbox_guard.config import Client
 from inbox_guard.errors import ConfigError
-from inbox_guard.ics import sessions_from_ics, with_calendar
+from inbox_guard.ics import cache_path, sessions_from_ics, with_calendar
 from inbox_guard.sessions import Sessions
 
 from .conftest import PASSWORD_ENV, Account, Capsys, Practice, message, write_practice
@@ -135,17 +135,48 @@ def test_calendar_url_is_fetched_cached_and_falls_back_when_down(
     cfg = calendar_practice(tmp_path, account, f'ics = "{url}"\nrefresh_minutes = 1')
     settings = config.load(cfg)
     now = datetime(2026, 11, 16, 8, tzinfo=UTC)
-    fresh = with_calendar(settings, now)
+    notes: list[str] = []
+    fresh = with_calendar(settings, now, note=notes.append)
     assert fresh.clients["sam-lee"].sessions.dates == (datetime(2026, 11, 19, 16),)
-    cache = settings.state_path.parent / "calendar.ics"
+    cache = cache_path(settings)
+    assert cache.parent == settings.state_path.parent
     assert cache.stat().st_mode & 0o777 == 0o600
+    assert notes == []
     # The server goes away and the copy is older than refresh_minutes: the copy is used.
     (served / "cal.ics").unlink()
     os.utime(cache, (0, 0))
-    again = with_calendar(settings, now)
+    again = with_calendar(settings, now, note=notes.append)
     assert again.clients["jane-doe"].sessions == fresh.clients["jane-doe"].sessions
     assert "calendar: cannot fetch http://127.0.0.1" in caplog.text
+    assert notes == [f"calendar: cannot fetch {url.split('?')[0]} (HTTP 404); using the copy "
+                     "from 1970-01-01"]
     assert "s3cret" not in caplog.text
+
+
+def test_a_calendar_that_cannot_be_fetched_is_reported_in_the_next_digest(
+    tmp_path: Path, account: Account, ics_server: tuple[str, Path], capsys: Capsys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    url, served = ics_server
+    calendar_practice(tmp_path, account, f'ics = "{url}"\nrefresh_minutes = 1')
+    p = Practice(tmp_path, account)
+    p.once_json(capsys)  # fetched and kept
+    (served / "cal.ics").unlink()
+    os.utime(cache_path(config.load(p.config)), (0, 0))
+    account.append(message(), datetime(2026, 11, 15, 23, 40, tzinfo=UTC))
+    result = p.once_json(capsys, "--now", "2026-11-16T08:00")  # from cron: the kept copy
+    assert [f["agenda"] for f in result["flagged"]] == ["agendas/jane-doe/2026-12-02.md"]
+    code, out, err = p.run("digest", "--dry-run", "--now", "2026-11-16T08:05", capsys=capsys)
+    assert code == 0, err
+    assert "inbox-guard had trouble since the last digest" in out
+    assert "calendar: cannot fetch http://127.0.0.1" in out and "(HTTP 404)" in out
+    assert "s3cret" not in out
+    # Reported once: after a delivered digest it is forgotten.
+    code, _, err = p.run("digest", "--now", "2026-11-16T08:06", capsys=capsys)
+    assert code == 0, err
+    code, out, _ = p.run("digest", "--dry-run", "--now", "2026-11-16T08:07", capsys=capsys)
+    assert "had trouble" not in out
 
 
 def test_plain_http_calendar_url_is_refused_for_remote_hosts(tmp_path: Path, account: Account) -> None:

@@ -99,7 +99,12 @@ def test_service_recovers_when_the_server_restarts(
             assert account.snapshot()[uid]["flags"] == {KW}
             assert len(account.snapshot("Drafts")) == 1  # nothing duplicated
 
-            # The outage is in the next digest, not only in the log.
+            # The outage is in the next digest, not only in the log, even when the
+            # service was restarted in between (it is kept in the state file).
+            service.stop()
+            service = Service(config.load(p.config))
+            service.start()
+            assert wait_for(service, "triage")
             fire(service, "digest")
             assert wait_for(service, "digest")
             [digest] = [m["bytes"] for m in account.snapshot().values()
