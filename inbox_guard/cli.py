@@ -25,14 +25,24 @@ log = logging.getLogger("inbox_guard")
 
 
 class _State:
-    def __init__(self, config: str | None, debug: bool) -> None:
+    def __init__(self, config: str | None, account: str | None, debug: bool) -> None:
         self.config = config
+        self.account = account
         self.debug = debug
 
     def settings(self) -> Any:
+        """The one practitioner a command is for."""
         from .config import load
 
-        return load(self.config)
+        return load(self.config, self.account)
+
+    def practices(self) -> list[Any]:
+        """Every practitioner the config names (or the one --account picks)."""
+        from .config import load_all
+
+        if self.account is not None:
+            return [self.settings()]
+        return load_all(self.config)
 
 
 def _load(state: _State, now: str | None, notes: list[str]) -> tuple[Any, datetime]:
@@ -96,19 +106,24 @@ def _session(settings: Any, dry_run: bool) -> Iterator[tuple[Any, Any]]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config", "config", metavar="PATH",
-    help="Main config file (default: $INBOX_GUARD_CONFIG, else config/inbox-guard.toml).",
+    help="Main config file, or a folder of them (default: $INBOX_GUARD_CONFIG, else "
+    "config/inbox-guard.toml).",
+)
+@click.option(
+    "--account", "account", metavar="ID",
+    help="In a group practice ([[accounts]] or a folder), the practitioner to act for.",
 )
 @click.option("--debug", is_flag=True, help="Verbose logs and tracebacks on errors.")
 @click.version_option(__version__, prog_name="inbox-guard")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, config: str | None, account: str | None, debug: bool) -> None:
     """Holds the frame when clients email out of hours.
 
     Marks out-of-hours mail from known clients, saves a neutral holding reply as a
     draft (it never sends anything to a client), and notes the contact on the
     client's next-session agenda.
     """
-    ctx.obj = _State(config, debug)
+    ctx.obj = _State(config, account, debug)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -123,11 +138,10 @@ def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
 def check(state: _State, connect: bool, now: str | None) -> None:
     """Validate the config and every client file; list clients and next sessions.
 
-    With --config naming a folder, every practitioner's main file in it."""
-    from .config import load_all
+    In a group practice, every practitioner (or the one --account names)."""
     from .ics import with_calendar
 
-    for settings in load_all(state.config):
+    for settings in state.practices():
         clock = _parse_now(now, settings)
         _check_one(with_calendar(settings, clock), clock, connect)
 
@@ -135,7 +149,8 @@ def check(state: _State, connect: bool, now: str | None) -> None:
 def _check_one(settings: Any, clock: datetime, connect: bool) -> None:
     from .sessions import next_session
 
-    click.echo(f"config: {settings.path} ok ({len(settings.clients)} client files)")
+    who = f" [{settings.name}]" if settings.name else ""
+    click.echo(f"config: {settings.path}{who} ok ({len(settings.clients)} client files)")
     for c in settings.clients.values():
         nxt = next_session(c.sessions, clock, settings.tz)
         when = f"{nxt:%a %Y-%m-%d %H:%M}" if nxt else "no session scheduled"
@@ -232,17 +247,15 @@ def digest(state: _State, dry_run: bool, now: str | None) -> None:
 def run_service(state: _State) -> None:
     """Run the background service: passes every poll_minutes, the digest on schedule.
 
-    With --config naming a folder, one service per practitioner's main file in it."""
-    from .config import load_all
+    In a group practice, one independent service per practitioner (or only the one
+    --account names), their log lines prefixed with the practitioner's id."""
     from .service import Service, run_forever
 
-    practices = load_all(state.config)
+    practices = state.practices()
     if not state.debug:
         logging.getLogger("inbox_guard").setLevel(logging.INFO)
     several = len(practices) > 1
-    run_forever([
-        Service(s, name=s.main.account.username if several else "") for s in practices
-    ])
+    run_forever([Service(s, name=s.name if several else "") for s in practices])
 
 
 @cli.command()

@@ -7,6 +7,7 @@ the file, the key and what is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -368,6 +369,7 @@ class Settings:
     path: Path
     main: MainConfig
     clients: dict[str, Client]
+    name: str = ""  # the practitioner's id in a group practice ("" for a single one)
 
     @property
     def base(self) -> Path:
@@ -449,12 +451,14 @@ def _message(err: ErrorDetails) -> str:
     return msg
 
 
-def _validation_error(file: Path, exc: ValidationError) -> ConfigError:
+def _validation_error(
+    file: Path, exc: ValidationError, prefix: tuple[int | str, ...] = ()
+) -> ConfigError:
     errors = exc.errors()
     first = errors[0]
     more = len({_where(e["loc"]) for e in errors}) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
-    return ConfigError(f"{file}: {_where(first['loc'])}: {_message(first)}{tail}")
+    return ConfigError(f"{file}: {_where((*prefix, *first['loc']))}: {_message(first)}{tail}")
 
 
 def _read_toml(file: Path) -> dict[str, Any]:
@@ -490,23 +494,18 @@ def _load_client(file: Path) -> Client:
     )
 
 
-def load(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Load and check the main file and every client file; raise ConfigError."""
-    file = config_path(path)
-    if file.is_dir():
-        raise ConfigError(
-            f"{file}: is a folder of practitioners; `run` and `check` serve them all, "
-            "other commands take one practitioner's main file"
-        )
-    data = _read_toml(file)
+def _build(file: Path, data: dict[str, Any], name: str = "",
+           where: tuple[int | str, ...] = ()) -> Settings:
+    """One practitioner's settings from their (merged) main table and client files."""
     try:
         main = MainConfig.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(file, exc) from None
-    settings = Settings(path=file, main=main, clients={})
+        raise _validation_error(file, exc, where) from None
+    settings = Settings(path=file, main=main, clients={}, name=name)
+    key = _where((*where, "triage", "clients_dir"))
     cdir = settings.clients_dir
     if not cdir.is_dir():
-        raise ConfigError(f"{file}: triage.clients_dir: {cdir} is not a folder")
+        raise ConfigError(f"{file}: {key}: {cdir} is not a folder")
     clients: dict[str, Client] = {}
     owner: dict[str, Path] = {}
     therapist = set(main.therapist.all_addresses)
@@ -524,27 +523,105 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
                 raise ConfigError(f"{cfile}: emails: {e!r} is also a client email in {owner[e]}")
             owner[e] = cfile
         clients[client.id] = client
-    return Settings(path=file, main=main, clients=clients)
+    return Settings(path=file, main=main, clients=clients, name=name)
+
+
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _merge(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """``own`` over ``shared``, table by table (a value, or a list, is replaced whole)."""
+    out = dict(shared)
+    for k, v in own.items():
+        old = out.get(k)
+        out[k] = _merge(old, v) if isinstance(v, dict) and isinstance(old, dict) else v
+    return out
+
+
+def _practitioners(file: Path) -> list[Settings]:
+    """The practitioners in one main file: itself, or each of its ``[[accounts]]``.
+
+    With ``[[accounts]]``, the file's other keys are shared by every account (each can
+    override any of them), and each account's clients, agendas and state live in
+    ``clients/<id>``, ``agendas/<id>`` and ``state/<id>.sqlite3`` unless it says
+    otherwise, so nothing of one practitioner's is mixed with another's."""
+    data = _read_toml(file)
+    if "accounts" not in data:
+        return [_build(file, data)]
+    accounts = data["accounts"]
+    if not isinstance(accounts, list) or not accounts \
+            or not all(isinstance(a, dict) for a in accounts):
+        raise ConfigError(f"{file}: accounts: give one [[accounts]] table per practitioner")
+    shared = {k: v for k, v in data.items() if k != "accounts"}
+    out: list[Settings] = []
+    for i, entry in enumerate(accounts):
+        ident = entry.get("id")
+        if not isinstance(ident, str) or not ACCOUNT_ID.fullmatch(ident):
+            problem = "required key is missing" if ident is None else f"{ident!r} is not valid"
+            raise ConfigError(
+                f"{file}: accounts[{i}].id: {problem} (a short name for the practitioner, "
+                "like \"alex\": letters, digits, '.', '_', '-')"
+            )
+        namespaced = {"triage": {"clients_dir": f"clients/{ident}"},
+                      "agenda": {"dir": f"agendas/{ident}"},
+                      "state": {"path": f"state/{ident}.sqlite3"}}
+        own = {k: v for k, v in entry.items() if k != "id"}
+        merged = _merge(_merge(namespaced, shared), own)
+        out.append(_build(file, merged, ident, ("accounts", i)))
+    return out
 
 
 def load_all(path: str | os.PathLike[str] | None = None) -> list[Settings]:
-    """One practitioner per main file: ``path`` names one file, or a folder holding one
-    main file per practitioner (a group practice), each with its own clients, hours,
-    digest and state."""
+    """Every practitioner the config names: one main file; a main file with
+    ``[[accounts]]``; or a folder holding one main file per practitioner. Each has
+    their own clients, hours, digest and state."""
     where = config_path(path)
     if not where.is_dir():
-        return [load(where)]
-    files = sorted(f for f in where.glob("*.toml") if f.is_file())
-    if not files:
-        raise ConfigError(f"{where}: no main config files (*.toml) in this folder")
-    practices = [load(f) for f in files]
-    seen: dict[Path, Path] = {}
+        practices = _practitioners(where)
+    else:
+        files = sorted(f for f in where.glob("*.toml") if f.is_file())
+        if not files:
+            raise ConfigError(f"{where}: no main config files (*.toml) in this folder")
+        practices = []
+        for f in files:
+            found = _practitioners(f)
+            if len(found) == 1 and not found[0].name:
+                found = [dataclasses.replace(found[0], name=f.stem)]
+            practices.extend(found)
+    names: dict[str, Path] = {}
+    states: dict[Path, str] = {}
     for s in practices:
+        label = f"{s.path}" + (f" ({s.name})" if s.name else "")
+        if s.name in names:
+            raise ConfigError(f"{s.path}: practitioner {s.name!r} is also in {names[s.name]}")
+        names[s.name] = s.path
         state = s.state_path.resolve()
-        if state in seen:
+        if state in states:
             raise ConfigError(
-                f"{s.path}: state.path: {state} is also the state file of {seen[state]}; "
+                f"{label}: state.path: {state} is also the state file of {states[state]}; "
                 "each practitioner needs their own"
             )
-        seen[state] = s.path
+        states[state] = label
     return practices
+
+
+def load(path: str | os.PathLike[str] | None = None, account: str | None = None) -> Settings:
+    """Load and check one practitioner's settings (``account`` picks one where the
+    config names several); raise ConfigError."""
+    where = config_path(path)
+    practices = load_all(where)
+    names = [s.name for s in practices]
+    if account is not None:
+        for s in practices:
+            if s.name == account:
+                return s
+        raise ConfigError(
+            f"{where}: --account: no practitioner {account!r} here"
+            + (f" (there are: {', '.join(names)})" if any(names) else "")
+        )
+    if len(practices) > 1:
+        raise ConfigError(
+            f"{where}: holds {len(practices)} practitioners ({', '.join(names)}); choose one "
+            "with --account (`run` and `check` serve them all)"
+        )
+    return practices[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inbox_guard.config import load
+from inbox_guard.config import load, load_all
 from inbox_guard.errors import ConfigError
 
 GOOD = """\
@@ -165,3 +166,17 @@ def test_fuzzed_config_values_fail_only_as_config_errors(
         load(path)
     except ConfigError as exc:
         assert "\n" not in str(exc) and str(exc).startswith(str(path))
+
+
+def test_the_shipped_examples_load(tmp_path: Path) -> None:
+    """config/ is documentation that must stay true: both example forms load as they are."""
+    shipped = Path(__file__).resolve().parent.parent / "config"
+    shutil.copytree(shipped, tmp_path / "config")
+    single = load(tmp_path / "config" / "inbox-guard.toml")
+    assert single.clients and single.name == ""
+    for who in ("alex", "bea"):
+        shutil.copytree(shipped / "clients", tmp_path / "config" / "clients" / who)
+    alex, bea = load_all(tmp_path / "config" / "group.toml")
+    assert (alex.name, bea.name) == ("alex", "bea")
+    assert bea.main.therapist.language == "es" and bea.main.hours.sat == ("10:00-14:00",)
+    assert alex.clients.keys() == single.clients.keys()
