@@ -277,6 +277,7 @@ class MainConfig(_Strict):
     digest: Digest = Digest()
     smtp: Smtp | None = None
     calendar: CalendarConfig | None = None
+    sessions: CalendarConfig | None = None  # the same, as `sessions = { ics = "..." }`
     state: State = State()
 
     @field_validator("timezone")
@@ -287,6 +288,22 @@ class MainConfig(_Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{v!r} is not an IANA time zone (like \"Europe/London\")") from None
         return v
+
+    @model_validator(mode="after")
+    def _one_calendar(self) -> MainConfig:
+        if self.sessions is not None and self.calendar is not None:
+            raise ValueError("give the calendar once: sessions = { ics = ... } or [calendar]")
+        return self
+
+    @property
+    def sessions_calendar(self) -> CalendarConfig | None:
+        """Where sessions come from, whichever way the practitioner wrote it."""
+        return self.sessions or self.calendar
+
+    @property
+    def calendar_key(self) -> str:
+        """The key the practitioner wrote, for error messages."""
+        return "sessions.ics" if self.sessions is not None else "calendar.ics"
 
     @model_validator(mode="after")
     def _digest_goes_to_the_practitioner(self) -> MainConfig:

@@ -1,7 +1,7 @@
 """Sessions from the practitioner's calendar (an iCalendar export).
 
-``[calendar] ics`` names a file or an https URL. Events are expanded with
-recurring-ical-events (RRULE, EXDATE and moved instances), cancelled ones
+``[calendar] ics`` (or ``sessions = { ics = ... }``) names a file or an https URL.
+Events are expanded with recurring-ical-events (RRULE, EXDATE and moved instances), cancelled ones
 (STATUS:CANCELLED) are skipped, and each event is given to the clients it belongs to:
 one of their emails is an attendee, or its summary contains their
 ``calendar_summary``. A client file's own ``sessions`` still wins.
@@ -76,7 +76,7 @@ def cache_path(settings: Settings) -> Path:
 
 
 def _read(settings: Settings, note: Callable[[str], None]) -> bytes:
-    cal = settings.main.calendar
+    cal = settings.main.sessions_calendar
     assert cal is not None
     source = cal.ics
     if urllib.parse.urlparse(source).scheme not in ("http", "https"):
@@ -85,7 +85,7 @@ def _read(settings: Settings, note: Callable[[str], None]) -> bytes:
             return path.read_bytes()
         except OSError as exc:
             raise ConfigError(
-                f"{settings.path}: calendar.ics: cannot read {path}: {exc.strerror}"
+                f"{settings.path}: {settings.main.calendar_key}: cannot read {path}: {exc.strerror}"
             ) from None
     cache = cache_path(settings)
     if cache.exists() and time.time() - cache.stat().st_mtime < cal.refresh_minutes * 60:
@@ -103,8 +103,8 @@ def _read(settings: Settings, note: Callable[[str], None]) -> bytes:
             note(problem)
             return cache.read_text("utf-8", "surrogateescape").encode("utf-8", "surrogateescape")
         raise ConfigError(
-            f"{settings.path}: calendar.ics: cannot fetch {_safe(source)} ({_reason(exc)}) and no "
-            "earlier copy is kept"
+            f"{settings.path}: {settings.main.calendar_key}: cannot fetch {_safe(source)} "
+            f"({_reason(exc)}) and no earlier copy is kept"
         ) from None
 
 
@@ -134,7 +134,7 @@ def with_calendar(
     """``settings`` with calendar sessions for the clients whose file gives none.
     ``note`` hears of trouble worth a line in the digest (a fetch that failed while an
     earlier copy could be used)."""
-    if settings.main.calendar is None:
+    if settings.main.sessions_calendar is None:
         return settings
     todo = [c for c in settings.clients.values() if c.sessions == Sessions()]
     if not todo:
@@ -144,7 +144,7 @@ def with_calendar(
             _read(settings, note), todo, settings.tz, now - timedelta(days=1), now + HORIZON
         )
     except ValueError as exc:
-        raise ConfigError(f"{settings.path}: calendar.ics: {exc}") from None
+        raise ConfigError(f"{settings.path}: {settings.main.calendar_key}: {exc}") from None
     clients = dict(settings.clients)
     for cid, starts in found.items():
         clients[cid] = dataclasses.replace(clients[cid], sessions=Sessions(dates=starts))

@@ -79,11 +79,17 @@ def test_a_broken_calendar_is_an_error() -> None:
                           datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
 
 
-def calendar_practice(root: Path, account: Account, ics_line: str) -> Path:
-    p = write_practice(root, account, extra=f"""
+def calendar_practice(root: Path, account: Account, ics_line: str, inline: bool = False) -> Path:
+    """A practice whose sessions come from a calendar: ``[calendar]``, or with ``inline``
+    the issue's ``sessions = { ... }`` spelling at the top of the main file."""
+    p = write_practice(root, account, extra="" if inline else f"""
         [calendar]
         {ics_line}
         """)
+    if inline:
+        text = p.config.read_text()
+        top = 'timezone = "Europe/London"\n'
+        p.config.write_text(text.replace(top, top + f"sessions = {{ {ics_line.replace(chr(10), ', ')} }}\n"))
     clients = p.config.parent / "clients"
     (clients / "jane-doe.toml").write_text('name = "Jane Doe"\nemails = ["jane@example.org"]\n')
     (clients / "sam-lee.toml").write_text(
@@ -92,11 +98,13 @@ def calendar_practice(root: Path, account: Account, ics_line: str) -> Path:
     return p.config
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["[calendar]", "sessions = {}"])
 def test_calendar_drives_agenda_files_to_the_right_dates(
-    tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch,
+    inline: bool,
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, account.password)
-    calendar_practice(tmp_path, account, 'ics = "calendar.ics"')
+    calendar_practice(tmp_path, account, 'ics = "calendar.ics"', inline=inline)
     p = Practice(tmp_path, account)
     account.append(message(), datetime(2026, 11, 15, 23, 40, tzinfo=UTC))
     result = p.once_json(capsys, "--now", "2026-11-16T08:00")
@@ -177,6 +185,23 @@ def test_a_calendar_that_cannot_be_fetched_is_reported_in_the_next_digest(
     assert code == 0, err
     code, out, _ = p.run("digest", "--dry-run", "--now", "2026-11-16T08:07", capsys=capsys)
     assert "had trouble" not in out
+
+
+def test_the_calendar_is_given_once(tmp_path: Path, account: Account) -> None:
+    cfg = calendar_practice(tmp_path, account, 'ics = "calendar.ics"', inline=True)
+    assert config.load(cfg).main.sessions_calendar is not None
+    cfg.write_text(cfg.read_text() + '\n[calendar]\nics = "other.ics"\n')
+    with pytest.raises(ConfigError, match="give the calendar once"):
+        config.load(cfg)
+
+
+def test_a_missing_calendar_file_is_named_as_written(
+    tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    cfg = calendar_practice(tmp_path, account, 'ics = "gone.ics"', inline=True)
+    with pytest.raises(ConfigError, match=r"inbox-guard.toml: sessions.ics: cannot read .*gone.ics"):
+        with_calendar(config.load(cfg), datetime(2026, 11, 16, 8, tzinfo=LONDON))
 
 
 def test_plain_http_calendar_url_is_refused_for_remote_hosts(tmp_path: Path, account: Account) -> None:
