@@ -145,6 +145,10 @@ class Service:
         return [*kept, *self._problems.values()]
 
     def _retry(self, job: str, delay: float) -> None:
+        if self.stopping.is_set():
+            # stop() is waiting to shut the scheduler down: touching it now would
+            # deadlock (the shutdown waits for this job while holding the job store).
+            return
         when = datetime.now(self.settings.tz) + timedelta(seconds=delay)
         if job == "triage":
             self.scheduler.modify_job("triage", next_run_time=when)
@@ -256,6 +260,8 @@ class Service:
 
     def stop(self) -> None:
         self.stopping.set()
+        with self._lock:  # a running pass or digest ends first, and sees `stopping`
+            pass
         self.scheduler.shutdown(wait=True)
         if self._watcher.is_alive():
             self._watcher.join(timeout=10)

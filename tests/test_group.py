@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -57,6 +61,72 @@ def test_one_practitioners_dead_server_does_not_stop_the_others_pass(
     assert (folder / "alex" / "state.sqlite3").exists()
     assert list((folder / "alex" / "agendas").rglob("*.md"))
     assert not (folder / "bea" / "agendas").exists()
+
+
+class SilentServer:
+    """A port that accepts connections and never says a word (a hung server)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with suppress(OSError):
+            while True:
+                self.accepted.append(self.listener.accept()[0])
+
+    def hang_up(self) -> None:
+        """Stop listening and close every connection: a client waiting for a greeting
+        reads EOF at once, and later ones are refused."""
+        with suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.listener.close()
+        self.thread.join(timeout=5)
+        assert not self.thread.is_alive()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    try:
+        yield server
+    finally:
+        server.hang_up()
+
+
+def test_one_practitioners_hung_server_does_not_delay_the_others_pass(
+    tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch,
+    silent_server: SilentServer,
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    folder = group_folder(tmp_path, account, bea_port=silent_server.port)
+    bea_file = folder / "bea.toml"
+    bea_file.write_text(bea_file.read_text().replace(
+        'security = "plain"\n', 'security = "plain"\ntimeout_seconds = 600\n'))
+    uid = account.append(message(), out_of_hours_recently())
+    alex, bea = (Service(s, name=s.name) for s in load_all(folder))
+    try:
+        bea.start()  # first, so its pass is already waiting on the silent server
+        alex.start()
+        assert wait_for(alex, "triage", timeout=10)
+        assert bea.done.empty()  # Bea's pass is still waiting for a greeting
+        assert account.snapshot()[uid]["flags"] == {KW}
+    finally:
+        alex.stop()
+        # Asked to stop while its pass hangs; the pass then fails: the service must
+        # still stop (it once deadlocked scheduling the retry during the shutdown).
+        stopper = threading.Thread(target=bea.stop)
+        stopper.start()
+        assert bea.stopping.wait(timeout=5)
+        silent_server.hang_up()
+        stopper.join(timeout=20)
+        assert not stopper.is_alive()
+    assert not wait_for(bea, "triage", timeout=1)  # it failed once the server hung up
 
 
 def test_two_practitioners_on_live_servers_have_separate_state(
