@@ -4,6 +4,7 @@ a password, or for ``auth = "xoauth2"`` an OAuth2 access token from ``token_comm
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -39,6 +40,14 @@ def password(secret: _Secret, section: str, config_file: Path) -> str:
     raise ConfigError(f"{where}: no password source: set password_env or password_command")
 
 
+_QUERY = re.compile(r"(\bhttps?://[^\s?#]+)[?#]\S*")
+
+
+def _without_queries(text: str) -> str:
+    """Helpers print authorisation URLs whose query can hold a client secret."""
+    return _QUERY.sub(r"\1?…", text)
+
+
 def login_secret(account: Account, config_file: Path) -> str:
     """What the IMAP login needs: the password, or a fresh OAuth2 access token."""
     if account.auth != "xoauth2":
@@ -52,7 +61,7 @@ def login_secret(account: Account, config_file: Path) -> str:
     except subprocess.TimeoutExpired:
         raise AuthError(f"{where}: the token helper timed out after 60 s") from None
     if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or [""])[-1][:200]
+        said = _without_queries((done.stderr.strip().splitlines() or [""])[-1])[:200]
         raise AuthError(
             f"{where}: the token helper failed (exit {done.returncode})"
             + (f": {said}" if said else "")

@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from inbox_guard.config import Account as AccountConfig
+from inbox_guard.credentials import login_secret
+from inbox_guard.errors import AuthError
+
 from .conftest import Account, message, write_practice
 from .dovecot import Dovecot
 
@@ -103,3 +107,16 @@ def test_a_failing_token_helper_is_named(tmp_path: Path, oauth_dovecot: Dovecot)
     assert done.returncode == 3
     assert done.stderr.strip().endswith(
         "account.token_command: the token helper failed (exit 4): refresh token expired, log in again")
+
+
+def test_a_helper_asking_for_authorisation_does_not_leak_its_url_query(tmp_path: Path) -> None:
+    # pizauth, before the first authorisation, prints a URL carrying the client secret.
+    url = "https://login.example.net/oauth2/authorize?client_id=abc&client_secret=s3cret"
+    account = AccountConfig(host="imap.example.net", username=USER, auth="xoauth2",
+                            token_command=f"echo 'Token unavailable until authorised with URL {url}' >&2; exit 1")
+    with pytest.raises(AuthError) as caught:
+        login_secret(account, tmp_path / "inbox-guard.toml")
+    said = str(caught.value)
+    assert said.endswith("failed (exit 1): Token unavailable until authorised with URL "
+                         "https://login.example.net/oauth2/authorize?…")
+    assert "s3cret" not in said
