@@ -92,6 +92,11 @@ def _ssl_context(account: Account) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=account.ca_file or None)
 
 
+def _announces_mail(responses: list[Any]) -> bool:
+    """Whether IDLE responses include an EXISTS (the inbox grew)."""
+    return any(len(r) > 1 and r[1] == b"EXISTS" for r in responses)
+
+
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
     try:
@@ -212,16 +217,30 @@ class Mailbox:
         if not self.is_open(folder, read_only=True):
             self.open(folder, read_only=True)
         deadline = time.monotonic() + seconds
+        # Mail that arrived since the last command (say, between two IDLEs) is told
+        # on the next command; if that were IDLE, it could come in one packet with
+        # the "+ idling" and sit unread in imaplib's buffer while IDLE waits on the
+        # socket. A NOOP first collects it.
+        with _translated("NOOP"):
+            _, pending = self._c.noop()
+        news = _announces_mail(pending)
+        if news:
+            return True
         with _translated("IDLE"):
             self._c.idle()
             try:
-                while not stop.is_set() and time.monotonic() < deadline:
-                    for response in self._c.idle_check(timeout=tick):
-                        if len(response) > 1 and response[1] == b"EXISTS":
-                            return True
+                while not news and not stop.is_set() and time.monotonic() < deadline:
+                    woke = time.monotonic()
+                    heard = self._c.idle_check(timeout=tick)
+                    news = _announces_mail(heard)
+                    if not heard and time.monotonic() - woke < tick / 2:
+                        # Woken without a whole line: imapclient returns nothing when
+                        # the server has closed the connection. Ending IDLE tells:
+                        # DONE fails on a closed connection, else IDLE starts again.
+                        break
             finally:
-                self._c.idle_done()
-        return False
+                _, late = self._c.idle_done()
+        return news or _announces_mail(late)  # also mail announced as IDLE ended
 
     def quick_status(self, folder: str) -> tuple[int, int | None]:
         """(UIDVALIDITY, UIDNEXT) by STATUS: about 0.2 ms whatever the mailbox size,

@@ -218,6 +218,10 @@ class Service:
                                  self.settings.main.triage.poll_minutes)
                         return
                     self.log.info("push: waiting for new mail with IDLE")
+                    if failures:
+                        # Mail that came while the watcher was away was not announced:
+                        # catch up now rather than at the next poll.
+                        self._due_now()
                 if self._idle.wait_for_news(account.inbox, IDLE_SECONDS, self.stopping):
                     self.log.info("push: new mail announced")
                     self._due_now()

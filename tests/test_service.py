@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from imapclient import IMAPClient
 
 from inbox_guard import config
-from inbox_guard.service import Service, backoff, digest_trigger
+from inbox_guard.mailbox import Mailbox
+from inbox_guard.service import IDLE_SECONDS, Service, backoff, digest_trigger
 
 from .conftest import PASSWORD_ENV, Account, Practice, message, write_practice
 from .dovecot import Dovecot
@@ -170,5 +174,92 @@ def test_push_marks_and_drafts_new_mail_within_seconds(
         assert account.snapshot()[uid]["flags"] == {KW}
         assert len(account.snapshot("Drafts")) == 1
         assert elapsed < 5
+    finally:
+        service.stop()
+
+
+def test_idle_ends_on_time_is_issued_again_and_misses_nothing(
+    practice: Practice, account: Account
+) -> None:
+    assert IDLE_SECONDS < 29 * 60  # servers may drop an IDLE after 30 minutes
+    box = Mailbox.connect(config.load(practice.config).main.account, account.password)
+    stop = threading.Event()
+    try:
+        # Nothing new: each IDLE ends on time and the connection is ready for the next.
+        assert not box.wait_for_news("INBOX", 0.3, stop, tick=0.1)
+        assert not box.wait_for_news("INBOX", 0.3, stop, tick=0.1)
+        # Mail that lands between two IDLEs is announced by the next one.
+        account.append(message(subject="between"), out_of_hours_recently())
+        started = time.monotonic()
+        assert box.wait_for_news("INBOX", 10, stop, tick=0.1)
+        assert time.monotonic() - started < 5
+        # Mail that lands during an IDLE.
+        def append_later() -> None:
+            account.append(message(subject="during"), out_of_hours_recently())
+        later = threading.Timer(0.5, append_later)
+        later.start()
+        assert box.wait_for_news("INBOX", 10, stop, tick=0.1)
+        later.join()
+        # A stop request ends the wait at once.
+        stop.set()
+        assert not box.wait_for_news("INBOX", 600, stop, tick=0.1)
+    finally:
+        box.logout()
+
+
+def test_without_idle_the_service_polls(
+    tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="inbox_guard")
+    # The capabilities of the test Dovecot, less IDLE.
+    with IMAPClient("127.0.0.1", port=account.port, ssl=False) as probe:
+        probe.login(account.user, account.password)
+        caps = [c.decode() for c in probe.capabilities() if c != b"IDLE"]
+    server = Dovecot()
+    server.write_config(extra=f"imap_capability = {' '.join(caps)}\n")
+    server.start()
+    try:
+        user, password = server.user("alex")
+        plain = Account(server, user, password)
+        monkeypatch.setenv(PASSWORD_ENV, password)
+        p = write_practice(tmp_path, plain)
+        service = Service(config.load(p.config))
+        try:
+            service.start()
+            assert wait_for(service, "triage")
+            service._watcher.join(timeout=10)  # it gives up on push at once
+            assert not service._watcher.is_alive()
+            assert "the server has no IDLE: polling every 5 min" in caplog.text
+            uid = plain.append(message(), out_of_hours_recently())
+            fire(service, "triage")  # the poll
+            assert wait_for(service, "triage")
+            assert plain.snapshot()[uid]["flags"] == {KW}
+        finally:
+            service.stop()
+    finally:
+        server.cleanup()
+
+
+def test_push_comes_back_after_the_connection_drops_and_catches_up(
+    practice: Practice, account: Account, caplog: pytest.LogCaptureFixture
+) -> None:
+    practice.config.write_text(practice.config.read_text().replace(
+        "[triage]\n", "[triage]\npoll_minutes = 60\n"))
+    caplog.set_level(logging.INFO, logger="inbox_guard")
+    service = Service(config.load(practice.config))
+    try:
+        service.start()
+        assert wait_for(service, "triage")
+        # Every connection of the user is dropped: the kept one and the IDLE one.
+        account.server.doveadm("kick", account.user)
+        uid = account.append(message(subject="while push was down"), out_of_hours_recently())
+        # Not the next poll (an hour away): the watcher reconnects after its first
+        # backoff (5 s) and makes a pass due at once.
+        started = time.monotonic()
+        assert wait_for(service, "triage", timeout=20)
+        assert account.snapshot()[uid]["flags"] == {KW}
+        assert time.monotonic() - started < 15
+        assert "push: " in caplog.text and "retrying IDLE in 5 s" in caplog.text
     finally:
         service.stop()
