@@ -47,6 +47,17 @@ def out_of_hours_recently() -> datetime:
     return t if t < datetime.now(UTC) else t - timedelta(days=1)
 
 
+def practice_on(
+    server: Dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Account, Practice, Service]:
+    """The test practice on a server of the test's own, and its (unstarted) service."""
+    user, password = server.user("alex")
+    account = Account(server, user, password)
+    monkeypatch.setenv(PASSWORD_ENV, password)
+    p = write_practice(tmp_path, account)
+    return account, p, Service(config.load(p.config))
+
+
 @pytest.fixture
 def service(practice: Practice) -> Iterator[Service]:
     s = Service(config.load(practice.config))
@@ -81,11 +92,7 @@ def test_service_recovers_when_the_server_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with Dovecot() as server:
-        user, password = server.user("alex")
-        account = Account(server, user, password)
-        monkeypatch.setenv(PASSWORD_ENV, password)
-        p = write_practice(tmp_path, account)
-        service = Service(config.load(p.config))
+        account, p, service = practice_on(server, tmp_path, monkeypatch)
         try:
             service.start()
             assert wait_for(service, "triage")
@@ -220,11 +227,7 @@ def test_without_idle_the_service_polls(
     server.write_config(extra=f"imap_capability = {' '.join(caps)}\n")
     server.start()
     try:
-        user, password = server.user("alex")
-        plain = Account(server, user, password)
-        monkeypatch.setenv(PASSWORD_ENV, password)
-        p = write_practice(tmp_path, plain)
-        service = Service(config.load(p.config))
+        plain, _, service = practice_on(server, tmp_path, monkeypatch)
         try:
             service.start()
             assert wait_for(service, "triage")
