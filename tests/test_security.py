@@ -7,6 +7,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from inbox_guard import config
+from inbox_guard.mailbox import Mailbox
 from inbox_guard.service import Service
 
 from .conftest import PASSWORD_ENV, SAM, Account, Practice, message, write_practice
@@ -64,6 +67,30 @@ def test_self_signed_certificate_is_refused_unless_its_ca_is_configured(
     done = cli(p, "check", "--connect", password=password)
     assert done.returncode == 0, done.stderr
     assert f"({security}) login ok" in done.stdout
+
+
+def test_push_over_tls_waits_quietly_and_hears_new_mail(
+    tmp_path: Path, tls_dovecot: Dovecot
+) -> None:
+    p, password = tls_practice(tmp_path, tls_dovecot, "tls", ca=True)
+    settings = config.load(p.config)
+    box = Mailbox.connect(settings.main.account, password)
+    stop = threading.Event()
+    try:
+        # Nothing new: IDLE lasts its full time (TLS records that carry no whole line
+        # must not end it early) and ends cleanly.
+        started = time.monotonic()
+        assert not box.wait_for_news("INBOX", 1.5, stop, tick=0.5)
+        assert time.monotonic() - started >= 1.5
+        account = Account(tls_dovecot, settings.main.account.username, password)
+        later = threading.Timer(0.5, account.append, (message(), out_of_hours_recently()))
+        later.start()  # lands while IDLE is under way
+        started = time.monotonic()
+        assert box.wait_for_news("INBOX", 10, stop, tick=0.5)
+        assert time.monotonic() - started < 5
+        later.join()
+    finally:
+        box.logout()
 
 
 def test_passwords_appear_in_no_output_or_log(
