@@ -1,9 +1,9 @@
 """Sessions from the practitioner's calendar (an iCalendar export).
 
 ``[calendar] ics`` (or ``sessions = { ics = ... }``) names a file or an https URL.
-Events are expanded with recurring-ical-events (RRULE, EXDATE and moved instances), cancelled ones
-(STATUS:CANCELLED) are skipped, and each event is given to the clients it belongs to:
-one of their emails is an attendee, or its summary contains their
+Events are expanded with recurring-ical-events (RRULE, EXDATE and moved instances),
+cancelled ones (STATUS:CANCELLED) are skipped, and each event is given to the clients
+it belongs to: one of their emails is an attendee, or its summary contains their
 ``calendar_summary``. A client file's own ``sessions`` still wins.
 
 A URL is fetched with a timeout, at most every ``refresh_minutes``, and the copy kept
