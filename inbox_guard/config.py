@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, time
 from functools import cached_property
@@ -52,6 +53,64 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def calendar_url_problem(url: str, redirected_from: str | None = None) -> str | None:
+    """Why ``url`` may not be fetched as the calendar, or None when it may.
+
+    The one rule for a calendar URL, applied when the config is read, before every
+    fetch and to every redirect: http or https (in any case); https to any host, http
+    only to a loopback host; no user name or password. A redirect from another host
+    never leads to a loopback one. The answer never repeats the URL (its query often
+    holds a secret)."""
+    if any(c <= " " or c == "\x7f" for c in url):
+        return "a calendar URL must not contain spaces or control characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # a port that is not a number is a ValueError
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return "give a calendar file as a path (like \"calendar.ics\"), not a file:// URL"
+    if scheme not in ("http", "https"):
+        return "a calendar URL must use https (http only to a loopback host)"
+    if "@" in parts.netloc:
+        return "a calendar URL must not hold a user name or password (user@host)"
+    host = parts.hostname
+    if not host:
+        return "a calendar URL needs a host, like https://calendar.example.org/..."
+    if scheme == "http" and not is_loopback(host):
+        return "a calendar URL must use https (http only to a loopback host)"
+    if redirected_from is not None and is_loopback(host):
+        origin = urllib.parse.urlsplit(redirected_from).hostname
+        if not (origin and is_loopback(origin)):
+            return "a calendar on another host may not redirect to this machine"
+    return None
+
+
+_WEBCAL = re.compile(r"webcals?:", re.IGNORECASE)
+_URL_SCHEMES = ("http", "https", "webcal", "webcals")
+
+
+def calendar_url(source: str) -> str | None:
+    """The URL to fetch for a ``[calendar] ics`` value, or None when it names a file.
+
+    Anything with ``://``, or starting ``http:``, ``https:`` or ``webcal:``, is a URL;
+    ``webcal://`` (how calendar apps offer a subscription) is fetched as ``https://``.
+    A URL that :func:`calendar_url_problem` refuses is a ValueError."""
+    try:
+        scheme = urllib.parse.urlsplit(source).scheme.lower()
+    except ValueError:
+        scheme = ""
+    if "://" not in source and scheme not in _URL_SCHEMES:
+        return None
+    webcal = _WEBCAL.match(source)
+    url = "https:" + source[webcal.end():] if webcal else source
+    problem = calendar_url_problem(url)
+    if problem is not None:
+        raise ValueError(problem)
+    return url
 
 
 def _email(value: str) -> str:
@@ -254,10 +313,7 @@ class CalendarConfig(_Strict):
     @field_validator("ics")
     @classmethod
     def _source(cls, v: str) -> str:
-        scheme, _, rest = v.partition("://")
-        host = rest.split("/", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0]
-        if scheme == "http" and not is_loopback(host):
-            raise ValueError("a calendar URL must use https (http only to a loopback host)")
+        calendar_url(v)  # a URL must pass the rule; a file is read when it is needed
         return v
 
 

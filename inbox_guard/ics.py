@@ -1,6 +1,8 @@
 """Sessions from the practitioner's calendar (an iCalendar export).
 
-``[calendar] ics`` (or ``sessions = { ics = ... }``) names a file or an https URL.
+``[calendar] ics`` (or ``sessions = { ics = ... }``) names a file or an https URL
+(http only to a loopback host; ``webcal://`` is fetched as https; see
+:func:`inbox_guard.config.calendar_url_problem`, which also holds every redirect).
 Events are expanded with recurring-ical-events (RRULE, EXDATE and moved instances),
 cancelled ones (STATUS:CANCELLED) are skipped, and each event is given to the clients
 it belongs to: one of their emails is an attendee, or its summary contains their
@@ -21,10 +23,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from http.client import HTTPMessage
 from pathlib import Path
+from typing import IO
 from zoneinfo import ZoneInfo
 
-from .config import Client, Settings
+from .config import Client, Settings, calendar_url, calendar_url_problem
 from .errors import ConfigError
 from .files import write_private
 from .sessions import Sessions
@@ -75,43 +79,73 @@ def cache_path(settings: Settings) -> Path:
     return settings.state_path.with_name(settings.state_path.stem + ".calendar.ics")
 
 
+class _HeldRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only where the calendar rule allows a fetch, and refuses the
+    others before anything is sent there."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+        headers: HTTPMessage, newurl: str,
+    ) -> urllib.request.Request | None:
+        problem = calendar_url_problem(newurl, redirected_from=req.full_url)
+        if problem is not None:
+            fp.close()
+            raise urllib.error.URLError(f"redirect not followed: {problem}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    """http and https only (no file:, ftp: or data:), redirects held to the rule."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
+        urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(), _HeldRedirects(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
 def _read(settings: Settings, note: Callable[[str], None]) -> bytes:
     cal = settings.main.sessions_calendar
     assert cal is not None
-    source = cal.ics
-    if urllib.parse.urlparse(source).scheme not in ("http", "https"):
-        path = settings.resolve(source)
+    where = f"{settings.path}: {settings.main.calendar_key}"
+    try:
+        url = calendar_url(cal.ics)  # checked again before every fetch
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if url is None:
+        path = settings.resolve(cal.ics)
         try:
             return path.read_bytes()
         except OSError as exc:
-            raise ConfigError(
-                f"{settings.path}: {settings.main.calendar_key}: cannot read {path}: {exc.strerror}"
-            ) from None
+            raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
     cache = cache_path(settings)
     if cache.exists() and time.time() - cache.stat().st_mtime < cal.refresh_minutes * 60:
         return cache.read_text("utf-8", "surrogateescape").encode("utf-8", "surrogateescape")
     try:
-        with urllib.request.urlopen(source, timeout=cal.timeout_seconds) as resp:  # noqa: S310
+        with _opener().open(url, timeout=cal.timeout_seconds) as resp:
             data: bytes = resp.read()
         write_private(cache, data.decode("utf-8", "surrogateescape"))
         return data
     except (OSError, ValueError) as exc:
         if cache.exists():
-            problem = (f"calendar: cannot fetch {_safe(source)} ({_reason(exc)}); using the "
+            problem = (f"calendar: cannot fetch {_safe(url)} ({_reason(exc)}); using the "
                        f"copy from {date.fromtimestamp(cache.stat().st_mtime)}")
             log.warning("%s", problem)
             note(problem)
             return cache.read_text("utf-8", "surrogateescape").encode("utf-8", "surrogateescape")
         raise ConfigError(
-            f"{settings.path}: {settings.main.calendar_key}: cannot fetch {_safe(source)} "
-            f"({_reason(exc)}) and no earlier copy is kept"
+            f"{where}: cannot fetch {_safe(url)} ({_reason(exc)}) and no earlier copy is kept"
         ) from None
 
 
 def _reason(exc: Exception) -> str:
     """Why a fetch failed, without the URL (urllib puts it in some messages)."""
     if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code}"
+        refused = " (a redirect that is not followed)" if 300 <= exc.code < 400 else ""
+        return f"HTTP {exc.code}{refused}"
     if isinstance(exc, urllib.error.URLError):
         return str(exc.reason)
     return str(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from inbox_guard import config
+from inbox_guard.cli import main
 from inbox_guard.config import Client
 from inbox_guard.errors import ConfigError
 from inbox_guard.ics import cache_path, sessions_from_ics, with_calendar
@@ -208,3 +210,123 @@ def test_plain_http_calendar_url_is_refused_for_remote_hosts(tmp_path: Path, acc
     cfg = calendar_practice(tmp_path, account, 'ics = "http://calendar.example.org/x.ics"')
     with pytest.raises(ConfigError, match="calendar.ics: a calendar URL must use https"):
         config.load(cfg)
+
+
+# Redirects are held to the calendar rule: checked before anything is sent to the new
+# place. socket.connect is audited (a real event, not a mock) so a test can tell.
+_connects: list[list[object]] = []
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if event == "socket.connect" and _connects:
+        _connects[-1].append(args[1])
+
+
+@pytest.fixture
+def connects() -> Iterator[list[object]]:
+    """The addresses this process connects to while the test runs."""
+    if not getattr(_audit, "installed", False):
+        sys.addaudithook(_audit)  # cannot be removed; idle while no test watches
+        _audit.installed = True  # type: ignore[attr-defined]
+    seen: list[object] = []
+    _connects.append(seen)
+    try:
+        yield seen
+    finally:
+        _connects.remove(seen)
+
+
+@pytest.fixture
+def redirecting_server(tmp_path: Path) -> Iterator[str]:
+    """A loopback server: /cal.ics is the calendar, /away sends the client to plain
+    http on a non-loopback address, /home back to this server by another loopback name,
+    /file to a file: URL."""
+
+    class Redirects(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            port = self.server.server_address[1]
+            target = {
+                "/away": "http://192.0.2.1/x.ics?token=s3cret",
+                "/home": f"http://localhost:{port}/cal.ics?token=s3cret",
+                "/file": "file:///etc/passwd",
+            }.get(self.path.split("?")[0])
+            if target is not None:
+                self.send_response(302)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = ICS.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/calendar")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirects)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_redirect_to_plain_http_elsewhere_fails_before_connecting(
+    tmp_path: Path, account: Account, redirecting_server: str, connects: list[object]
+) -> None:
+    cfg = calendar_practice(tmp_path, account,
+                            f'ics = "{redirecting_server}/away?token=s3cret"\ntimeout_seconds = 2')
+    settings = config.load(cfg)
+    with pytest.raises(ConfigError) as err:
+        with_calendar(settings, datetime(2026, 11, 16, 8, tzinfo=UTC))
+    message = str(err.value)
+    assert message.startswith(f"{cfg}: calendar.ics: cannot fetch {redirecting_server}/away (")
+    assert "redirect not followed" in message and "must use https" in message
+    assert "s3cret" not in message and "\n" not in message
+    assert [a for a in connects if "192.0.2.1" in str(a)] == []
+    assert connects, "the first request did connect (to the loopback server)"
+    assert not cache_path(settings).exists()
+
+
+def test_a_redirect_to_a_file_url_is_not_followed(
+    tmp_path: Path, account: Account, redirecting_server: str
+) -> None:
+    cfg = calendar_practice(tmp_path, account, f'ics = "{redirecting_server}/file"')
+    with pytest.raises(ConfigError, match=r"calendar.ics: cannot fetch .*/file \(HTTP 302"):
+        with_calendar(config.load(cfg), datetime(2026, 11, 16, 8, tzinfo=UTC))
+
+
+def test_a_redirect_to_another_loopback_url_is_followed(
+    tmp_path: Path, account: Account, redirecting_server: str
+) -> None:
+    cfg = calendar_practice(tmp_path, account, f'ics = "{redirecting_server}/home"', inline=True)
+    settings = config.load(cfg)
+    fetched = with_calendar(settings, datetime(2026, 11, 16, 8, tzinfo=UTC))
+    assert fetched.clients["sam-lee"].sessions.dates == (datetime(2026, 11, 19, 16),)
+    assert cache_path(settings).read_text() == ICS
+
+
+@pytest.mark.parametrize(
+    ("ics", "inline", "key"),
+    [
+        ("HTTP://evil.example/cal.ics", False, "calendar.ics"),
+        ("http://evil.example#@127.0.0.1/x.ics", True, "sessions.ics"),
+        ("http://127.0.0.1@evil.example/", False, "calendar.ics"),
+        ("https://127.0.0.1@evil.example/", True, "sessions.ics"),
+    ],
+)
+def test_a_refused_calendar_url_names_the_key_as_written(
+    tmp_path: Path, account: Account, capsys: Capsys, ics: str, inline: bool, key: str
+) -> None:
+    cfg = calendar_practice(tmp_path, account, f'ics = "{ics}"', inline=inline)
+    code = main(["--config", str(cfg), "check", "--now", "2026-11-16T08:00"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err.startswith(f"inbox-guard: {cfg}: {key}: a calendar URL must ")
+    assert err.count("\n") == 1 and "evil" not in err
