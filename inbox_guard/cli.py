@@ -287,6 +287,14 @@ def demo(keep: Path | None) -> None:
     demo_mod.main(keep, click.echo)
 
 
+def _one_line(exc: click.ClickException) -> str:
+    """A usage mistake as one line, pointing at the help of the command concerned."""
+    ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+    where = ctx.command_path if ctx is not None else "inbox-guard"
+    message = " ".join(exc.format_message().split()).removesuffix(".")
+    return f"inbox-guard: error: {message} (see {where} --help)"
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -294,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("inbox-guard: aborted", err=True)
         return 1
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # the help, as asked for
+        return 2
     except click.ClickException as exc:
-        exc.show()
+        click.echo(_one_line(exc), err=True)
         return 2
     except InboxGuardError as exc:
         if debug:

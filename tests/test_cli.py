@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inbox_guard.cli import cli
+from inbox_guard.cli import cli, main
 
 from .conftest import PASSWORD_ENV, Account, Practice, write_practice
 from .dovecot import free_port
@@ -110,3 +110,40 @@ def test_every_command_is_documented_in_readme_and_help() -> None:
 def test_each_command_has_help(command: str) -> None:
     done = run(command, "--help")
     assert done.returncode == 0 and "Usage: inbox-guard" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--frobnicate"], "No such option '--frobnicate' (see inbox-guard --help)"),
+        (["check", "--bogus"], "No such option '--bogus' (see inbox-guard check --help)"),
+        (["nosuch"], "No such command 'nosuch' (see inbox-guard --help)"),
+        (["check", "--now"], "Option '--now' requires an argument"),
+        (["--config"], "Option '--config' requires an argument"),
+        (["agenda", "jane", "sam"], "Got unexpected extra argument (sam)"),
+    ],
+)
+def test_usage_errors_are_one_line_with_status_2(
+    args: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err.startswith("inbox-guard: error: ") and err.count("\n") == 1, err
+    assert line in err
+
+
+def test_bad_now_is_one_line_naming_the_option(practice: Practice) -> None:
+    done = run("--config", str(practice.config), "check", "--now", "next tuesday")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "inbox-guard: error: Invalid value for --now: 'next tuesday' is not ISO 8601 "
+        "(like 2026-11-17T06:00:00+00:00) (see inbox-guard check --help)\n"
+    )
+
+
+def test_help_is_still_the_full_help() -> None:
+    done = run("check", "--help")
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.startswith("Usage: inbox-guard check [OPTIONS]\n")
+    assert "--connect" in done.stdout and "--now ISO" in done.stdout
