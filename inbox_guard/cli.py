@@ -75,12 +75,16 @@ def _remember(settings: Any, notes: list[str], clock: datetime) -> None:
 def _parse_now(value: str | None, settings: Any) -> datetime:
     if value is None:
         return datetime.now(UTC).astimezone(settings.tz)
+    from .hours import DATE_RANGE, in_range
+
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(
             f"{value!r} is not ISO 8601 (like 2026-11-17T06:00:00+00:00)", param_hint="--now"
         ) from None
+    if not in_range(parsed.date()):
+        raise click.BadParameter(f"{value!r} is out of range ({DATE_RANGE})", param_hint="--now")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=settings.tz)
 
 

@@ -11,10 +11,11 @@ import dataclasses
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 import urllib.parse
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -42,8 +43,12 @@ DEFAULT_PATH = Path("config/inbox-guard.toml")
 ENV_VAR = "INBOX_GUARD_CONFIG"
 
 _EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
-# RFC 3501 atom: no specials; a keyword may start with "$" but not "\\".
-_KEYWORD = re.compile(r"^[^\s(){%*\"\\\]\x00-\x1f\x7f]+$")
+# An IMAP keyword is an RFC 3501 atom: printable 7-bit ASCII (0x21-0x7e) without the
+# atom-specials ( ) { % * " \ ] -- so it never starts with "\", the mark of a system
+# flag. "$" is fine ("$OutOfHours").
+_KEYWORD_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - set('(){%*"\\]')
+_HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+RETAIN_DAYS = (1, 3650)
 
 
 def is_loopback(host: str) -> bool:
@@ -121,8 +126,11 @@ def _email(value: str) -> str:
 
 
 def _imap_keyword(value: str) -> str:
-    if not _KEYWORD.match(value):
-        raise ValueError(f"{value!r} is not a valid IMAP keyword")
+    if not value or not set(value) <= _KEYWORD_CHARS:
+        raise ValueError(
+            f"{value!r} is not a valid IMAP keyword (use ASCII letters, digits and $ _ - . "
+            "without spaces, like \"$OutOfHours\")"
+        )
     return value
 
 
@@ -293,10 +301,8 @@ class Digest(_Strict):
     @field_validator("at")
     @classmethod
     def _at(cls, v: str) -> str:
-        try:
-            time.fromisoformat(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a time like \"07:30\"") from None
+        if not _HHMM.fullmatch(v):
+            raise ValueError(f"{v!r} is not a time like \"07:30\" (HH:MM, 00:00 to 23:59)")
         return v
 
     @field_validator("to")
@@ -319,7 +325,15 @@ class CalendarConfig(_Strict):
 
 class State(_Strict):
     path: str = "state/inbox-guard.sqlite3"
-    retain_days: int = Field(default=400, ge=1)
+    retain_days: int = 400
+
+    @field_validator("retain_days")
+    @classmethod
+    def _retain(cls, v: int) -> int:
+        low, high = RETAIN_DAYS
+        if not low <= v <= high:
+            raise ValueError(f"{v} is out of range: keep between {low} and {high} days")
+        return v
 
 
 class MainConfig(_Strict):
@@ -378,6 +392,21 @@ class _SessionsSpec(_Strict):
     rrule: str | None = None
     start: datetime | None = None
     dates: tuple[datetime, ...] | None = None
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: datetime | None) -> datetime | None:
+        if v is not None and not hours.in_range(v.date()):
+            raise ValueError(f"{v.isoformat()} is out of range ({hours.DATE_RANGE})")
+        return v
+
+    @field_validator("dates")
+    @classmethod
+    def _dates(cls, v: tuple[datetime, ...] | None) -> tuple[datetime, ...] | None:
+        for d in v or ():
+            if not hours.in_range(d.date()):
+                raise ValueError(f"{d.isoformat()} is out of range ({hours.DATE_RANGE})")
+        return v
 
     @model_validator(mode="after")
     def _valid(self) -> _SessionsSpec:
@@ -567,6 +596,57 @@ def _load_client(file: Path) -> Client:
     )
 
 
+def _with_ca_files(settings: Settings, where: tuple[int | str, ...]) -> MainConfig:
+    """``main`` with each ``ca_file`` resolved against the main file's folder (the TLS
+    code opens it as given); one that does not exist is an error now, not at login."""
+    main = settings.main
+    for section in ("account", "smtp"):
+        server = getattr(main, section)
+        if server is None or not server.ca_file:
+            continue
+        path = settings.resolve(server.ca_file)
+        if not path.is_file():
+            key = _where((*where, section, "ca_file"))
+            problem = "is not a file" if path.exists() else "does not exist"
+            raise ConfigError(f"{settings.path}: {key}: {path} {problem}")
+        resolved = server.model_copy(update={"ca_file": str(path)})
+        main = main.model_copy(update={section: resolved})
+    return main
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_state_path(settings: Settings, where: tuple[int | str, ...]) -> None:
+    """The state file is absent, empty or an SQLite database, in a folder (or a folder
+    yet to be made). Nothing is changed, and at most the first 16 bytes are read."""
+    path = settings.state_path
+    key = _where((*where, "state", "path"))
+    fail = f"{settings.path}: {key}: {path}"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{fail}: {parent} is not a folder")
+            break
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{fail}: cannot be used: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"{fail} is a folder; give a file, like \"state/inbox-guard.sqlite3\"")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{fail} is not a regular file (left as it is)")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise ConfigError(f"{fail}: cannot read: {exc.strerror}") from None
+    if head and head != SQLITE_HEADER:
+        raise ConfigError(f"{fail} is not an inbox-guard state file (left as it is)")
+
+
 def _build(file: Path, data: dict[str, Any], name: str = "",
            where: tuple[int | str, ...] = ()) -> Settings:
     """One practitioner's settings from their (merged) main table and client files."""
@@ -574,7 +654,9 @@ def _build(file: Path, data: dict[str, Any], name: str = "",
         main = MainConfig.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(file, exc, where) from None
+    main = _with_ca_files(Settings(path=file, main=main, clients={}, name=name), where)
     settings = Settings(path=file, main=main, clients={}, name=name)
+    _check_state_path(settings, where)
     key = _where((*where, "triage", "clients_dir"))
     cdir = settings.clients_dir
     if not cdir.is_dir():
@@ -584,6 +666,13 @@ def _build(file: Path, data: dict[str, Any], name: str = "",
     therapist = set(main.therapist.all_addresses)
     templates = settings.templates_dir
     for cfile in sorted(cdir.glob("*.toml")):
+        if cfile.name.startswith("."):
+            continue  # hidden: an editor's lock or backup file (".#jane.toml")
+        if not ACCOUNT_ID.fullmatch(cfile.stem):
+            raise ConfigError(
+                f"{cfile}: file name: {cfile.stem!r} is not a valid client id (a letter or "
+                "digit first, then letters, digits, '.', '_', '-'; at most 64)"
+            )
         client = _load_client(cfile)
         if client.draft_template and not (templates / client.draft_template).is_file():
             raise ConfigError(

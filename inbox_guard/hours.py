@@ -21,6 +21,17 @@ _INTERVAL = re.compile(r"^([0-2]\d):([0-5]\d)-([0-2]\d):([0-5]\d)$")
 # schedule with no opening at all within this many days is treated as always closed.
 _LOOK_BACK_DAYS = 800
 
+# Dates a practitioner can mean: a year far off (9999-12-31) is a typo that would
+# overflow later, when it meets a time zone or a horizon is added to it.
+EARLIEST = date(2000, 1, 1)
+LATEST = date(2100, 12, 31)
+DATE_RANGE = f"dates from {EARLIEST} to {LATEST}"
+
+
+def in_range(day: date) -> bool:
+    """Whether ``day`` (or a datetime's date) is one inbox-guard accepts."""
+    return EARLIEST <= day <= LATEST
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -80,6 +91,8 @@ def parse_closed(text: str) -> tuple[date, date]:
         ) from None
     if last < first:
         raise ValueError(f"{text!r} ends before it starts")
+    if not (in_range(first) and in_range(last)):
+        raise ValueError(f"{text!r} is out of range ({DATE_RANGE})")
     return first, last
 
 

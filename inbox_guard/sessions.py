@@ -12,12 +12,18 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from dateutil.rrule import rrule, rrulestr
+from dateutil.rrule import DAILY, rrule, rrulestr
 
 # A repeated local hour can make naive and aware order disagree by up to an hour,
 # so the RRULE search starts a little early and filters on aware times.
 _SLACK = timedelta(hours=3)
 _MAX_OCCURRENCES = 10_000
+# A session further ahead than this is no "next session" (and a rule walking towards
+# the year 9999 would overflow when converted to UTC).
+_SEARCH_AHEAD = timedelta(days=10 * 366)
+# Sessions repeat at most daily, with this many start times a day at most: a rule
+# such as FREQ=SECONDLY would make every lookup walk millions of occurrences.
+MAX_TIMES_A_DAY = 4
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,17 @@ def parse_rrule(text: str, start: datetime) -> rrule:
         raise ValueError(f"{text!r} is not a valid RRULE ({exc})") from None
     if not isinstance(rule, rrule):
         raise ValueError(f"{text!r} must be a single RRULE")
+    if rule._freq > DAILY:  # HOURLY, MINUTELY, SECONDLY
+        raise ValueError(
+            f"{text!r} repeats more often than daily; sessions use FREQ=DAILY, WEEKLY, "
+            "MONTHLY or YEARLY"
+        )
+    times = len(rule._timeset or ())
+    if times > MAX_TIMES_A_DAY:
+        raise ValueError(
+            f"{text!r} gives {times} start times a day (BYHOUR, BYMINUTE, BYSECOND); "
+            f"at most {MAX_TIMES_A_DAY}"
+        )
     return rule
 
 
@@ -64,6 +81,8 @@ def next_session(sessions: Sessions, after: datetime, tz: ZoneInfo) -> datetime 
             break
     if sessions.rule is not None:
         for seen, occ in enumerate(sessions.rule.xafter(after_local - _SLACK, inc=True)):
+            if occ - after_local > _SEARCH_AHEAD:
+                break
             a = _aware(occ, tz)
             if a.astimezone(UTC) > after_utc:
                 candidates.append(a)

@@ -150,3 +150,18 @@ def test_same_window_exactly_when_no_opening_lies_between(
         is_open(instant + timedelta(minutes=m), s) for m in range(0, gap + 1)
     )
     assert (window_key(instant, s) == window_key(later, s)) == (not opened_between)
+
+
+@pytest.mark.parametrize(
+    "text", ["9999-12-31", "2026-12-24..9999-12-31", "1999-12-31", "0001-01-01..2026-01-01"]
+)
+def test_closed_dates_outside_2000_to_2100_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"is out of range \(dates from 2000-01-01 to 2100-12-31\)"):
+        parse_closed(text)
+
+
+def test_closed_dates_at_the_ends_of_the_range_are_fine() -> None:
+    assert parse_closed("2000-01-01..2100-12-31") == (date(2000, 1, 1), date(2100, 12, 31))
+    s = schedule(closed=("2100-12-31",))
+    assert is_out_of_hours(local(LONDON, 2100, 12, 31, 10), s)
+    assert window_key(local(LONDON, 2100, 12, 31, 10), s) == "2100-12-30T17:00"

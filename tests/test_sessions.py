@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inbox_guard.sessions import Sessions, next_session, parse_rrule
@@ -78,3 +78,62 @@ def test_next_weekly_session_is_after_and_within_a_week(after: datetime, day: st
     assert nxt is not None
     assert after < nxt.astimezone(UTC) <= after + timedelta(days=7, hours=1)
     assert (nxt.hour, nxt.minute) == (10, 0)
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ("FREQ=SECONDLY", "repeats more often than daily"),
+        ("FREQ=MINUTELY;INTERVAL=1440", "repeats more often than daily"),
+        ("RRULE:FREQ=HOURLY;BYHOUR=10", "repeats more often than daily"),
+        ("freq=hourly", "repeats more often than daily"),
+        ("FREQ=DAILY;BYHOUR=8,9,10,11,12", "gives 5 start times a day"),
+        ("FREQ=WEEKLY;BYMINUTE=0,15,30;BYSECOND=0,30", "gives 6 start times a day"),
+    ],
+)
+def test_rules_finer_than_daily_are_refused(rule: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_rrule(rule, datetime(2026, 11, 16, 7, 59))
+
+
+def test_up_to_four_sessions_a_day_are_allowed() -> None:
+    s = Sessions(rule=parse_rrule("FREQ=WEEKLY;BYDAY=MO;BYHOUR=9,11,14,16",
+                                  datetime(2026, 11, 16, 9)))
+    assert next_session(s, datetime(2026, 11, 16, 12, tzinfo=LONDON), LONDON) == datetime(
+        2026, 11, 16, 14, tzinfo=LONDON)
+
+
+def test_a_session_in_the_year_9999_is_no_next_session() -> None:
+    # Every 7973 years from New Year's Eve 2026 at 22:00 New York: next in 9999, whose
+    # 22:00 in New York is already the year 10000 in UTC.
+    s = Sessions(rule=parse_rrule("FREQ=YEARLY;INTERVAL=7973", datetime(2026, 12, 31, 22)))
+    assert next_session(s, datetime(2027, 1, 1, tzinfo=NEW_YORK), NEW_YORK) is None
+
+
+def test_a_next_session_more_than_ten_years_ahead_is_none() -> None:
+    s = Sessions(rule=parse_rrule("FREQ=YEARLY;INTERVAL=11", datetime(2026, 1, 5, 10)))
+    assert next_session(s, datetime(2026, 2, 1, tzinfo=LONDON), LONDON) is None
+    s = Sessions(rule=parse_rrule("FREQ=YEARLY;INTERVAL=9", datetime(2026, 1, 5, 10)))
+    assert next_session(s, datetime(2026, 2, 1, tzinfo=LONDON), LONDON) == datetime(
+        2035, 1, 5, 10, tzinfo=LONDON)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    freq=st.sampled_from(["DAILY", "WEEKLY", "MONTHLY", "YEARLY"]),
+    interval=st.integers(min_value=1, max_value=20_000),
+    byday=st.sampled_from(["", ";BYDAY=MO", ";BYDAY=TU,FR"]),
+    start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 31)),
+    after=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 31),
+                       timezones=st.sampled_from([UTC, LONDON, NEW_YORK])),
+    tz=st.sampled_from([LONDON, NEW_YORK, ZoneInfo("Pacific/Kiritimati")]),
+)
+def test_any_accepted_rule_gives_a_later_session_or_none(
+    freq: str, interval: int, byday: str, start: datetime, after: datetime, tz: ZoneInfo
+) -> None:
+    if freq == "DAILY" and byday:
+        byday = ""  # a daily rule with an interval can skip every listed weekday forever
+    s = Sessions(rule=parse_rrule(f"FREQ={freq};INTERVAL={interval}{byday}", start))
+    nxt = next_session(s, after, tz)
+    if nxt is not None:
+        assert after < nxt <= after + timedelta(days=10 * 366 + 1)
