@@ -4,10 +4,12 @@
     python3 benchmarks/stress.py [--minutes 10] [--seed N]
 
 Starts a private Dovecot, then alternates rounds of connections cut at random points
-(bytes or commands, through a proxy) and workers SIGKILLed at random moments, each
-compared with a clean run of the same synthetic mailbox. Prints the rounds, cuts,
-kills and passes, and every mismatch (duplicates, losses, flag changes); exits 1 if
-there was any.
+(bytes or commands, through a proxy) and workers SIGKILLed at a random one of the
+points of progress in ``tests/fault_rounds.py`` (after the plan is recorded, between
+STORE and APPEND, between APPEND and its record), each compared with a clean run of
+the same synthetic mailbox. Prints the rounds, cuts, kills per point (and the share
+that landed mid-pass) and passes, and every mismatch (duplicates, losses, flag
+changes); exits 1 if there was any.
 """
 
 from __future__ import annotations
@@ -43,13 +45,13 @@ def main() -> int:
             if rng.random() < 0.8:
                 cut_round(server, proxy, root, rng, cut)
             else:
-                kill_round(server, root, rng, kill)
+                kill_round(server, proxy, root, rng, kill)
             shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
     print(f"seed {args.seed}; {elapsed / 60:.1f} min")
-    print(f"cut rounds {cut.rounds}: {cut.cuts} connections cut, {cut.passes} passes")
-    print(f"kill rounds {kill.rounds}: {kill.kills} workers killed, {kill.passes} passes")
+    print(cut.cut_summary())
+    print(kill.kill_summary())
     problems = cut.mismatches + kill.mismatches
     print(f"mismatches (duplicates, losses, flag changes): {len(problems)}")
     for p in problems:
