@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import imaplib
 import logging
-import re
 import ssl
 import threading
 import time
@@ -21,13 +20,12 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 import imapclient
-from imapclient.datetime_util import parse_to_datetime
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import DRAFTS
-from imapclient.response_parser import parse_fetch_response
 
 from .config import Account
 from .errors import AuthError, ConnectError, MailboxError
+from .fetchparse import parse_fetch
 
 log = logging.getLogger(__name__)
 
@@ -310,20 +308,31 @@ class Mailbox:
             found = self._c.search(["UID", "*"])
         return max(found, default=0)
 
-    def fetch_headers(self, uids: Sequence[int], fields: Sequence[str]) -> Iterator[Fetched]:
-        """INTERNALDATE and the named header fields, never a body, never \\Seen."""
-        section = f"BODY.PEEK[HEADER.FIELDS ({' '.join(f.upper() for f in fields)})]"
-        key = f"BODY[HEADER.FIELDS ({' '.join(f.upper() for f in fields)})]".encode()
+    def fetch_headers(
+        self, uids: Sequence[int], fields: Sequence[str], *, header_first: bool = False
+    ) -> Iterator[Fetched]:
+        """INTERNALDATE and the named header fields, never a body, never \\Seen.
+
+        Asked for as UID, INTERNALDATE, then the header: the order of Dovecot's answers,
+        so servers that answer in the order asked (Courier, pymap) answer alike, in the
+        shape the fast parser reads. ``header_first`` asks for the header before
+        INTERNALDATE, which those servers then send after the header's literal."""
+        names = " ".join(f.upper() for f in fields)
+        section = f"BODY.PEEK[HEADER.FIELDS ({names})]"
+        parts = ["UID", "INTERNALDATE", section]
+        if header_first:
+            parts = ["UID", section, "INTERNALDATE"]
         for batch in _batches(sorted(uids), FETCH_BATCH):
             with _translated("FETCH"):
-                data = self._fetch(uid_set(batch), ["INTERNALDATE", section])
+                data = self._fetch(uid_set(batch), parts)
             for uid in batch:
                 item = data.get(uid)
                 if item is None or b"INTERNALDATE" not in item:
                     continue  # expunged meanwhile, or an unsolicited FLAGS update
-                header = item.get(key)
-                if header is None:
-                    header = next((v for k, v in item.items() if k.startswith(b"BODY[")), b"")
+                if item[b"INTERNALDATE"] is None:
+                    log.warning("uid %s: the server sent no readable INTERNALDATE; skipped", uid)
+                    continue
+                header = _section(item, f"HEADER.FIELDS ({names})")
                 yield Fetched(uid=uid, internaldate=item[b"INTERNALDATE"], header=header or b"")
 
     def _fetch(self, uids: str, parts: list[str]) -> dict[int, dict[bytes, Any]]:
@@ -333,10 +342,7 @@ class Mailbox:
         data = self._c._raw_command_untagged(
             b"FETCH", [uids.encode(), ("(" + " ".join(parts) + ")").encode()], uid=True
         )
-        fast = _fast_fetch_parse(data)
-        if fast is not None:
-            return fast
-        return dict(parse_fetch_response(data, normalise_times=False, uid_is_key=True))
+        return parse_fetch(data)
 
     def text_windows(
         self, parts: dict[int, tuple[str, str, str] | None], limit: int
@@ -378,11 +384,10 @@ class Mailbox:
     ) -> None:
         with _translated("FETCH text"):
             data = self._fetch(
-                uid_set(u for u, _ in items), [f"BODY.PEEK[{section}]<0.{limit}>"]
+                uid_set(u for u, _ in items), ["UID", f"BODY.PEEK[{section}]<0.{limit}>"]
             )
         for uid, (encoding, charset, subtype) in items:
-            item = data.get(uid, {})
-            raw = next((v for k, v in item.items() if k.startswith(b"BODY[")), None)
+            raw = _section(data.get(uid, {}), section)
             if raw is not None:
                 out[uid] = TextWindow(raw[:limit], encoding, charset, subtype)
 
@@ -463,34 +468,16 @@ class Mailbox:
             self.append(folder, m, flags, when)
 
 
-_UID = re.compile(rb"[( ]UID (\d+)")
-_IDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
-_LITERAL_KEY = re.compile(rb" (BODY\[[^\]]*\](?:<\d+>)?) \{\d+\}$")
-
-
-def _fast_fetch_parse(data: list[Any]) -> dict[int, dict[bytes, Any]] | None:
-    """Parse FETCH answers of the one shape a header or text fetch gets,
-    ``n (UID u [INTERNALDATE "..."] BODY[...] {len}`` + literal + ``)``, in a fraction
-    of the general parser's time. Anything else returns None (use the general one)."""
-    out: dict[int, dict[bytes, Any]] = {}
-    for item in data:
-        if isinstance(item, tuple) and len(item) == 2:
-            prefix, literal = item
-            uid, key = _UID.search(prefix), _LITERAL_KEY.search(prefix)
-            if uid is None or key is None:
-                return None
-            entry: dict[bytes, Any] = {key.group(1).replace(b".PEEK", b""): literal}
-            idate = _IDATE.search(prefix)
-            if idate is not None:
-                entry[b"INTERNALDATE"] = parse_to_datetime(idate.group(1), normalise=False)
-            out[int(uid.group(1))] = entry
-        elif item == b")":
-            continue
-        elif isinstance(item, bytes) and b"UID" not in item and b"BODY" not in item:
-            continue  # an unsolicited FLAGS or similar update for another message
-        else:
-            return None
-    return out
+def _section(item: dict[bytes, Any], section: str) -> Any:
+    """The value of ``BODY[section]`` in a parsed FETCH answer, however the server
+    spelt the section (Courier quotes header field names: ``("FROM" "TO")``; a partial
+    fetch's key ends in ``<0>``); else of any ``BODY[...]``, else None."""
+    wanted = section.upper().encode()
+    bodies = {k: v for k, v in item.items() if k.startswith(b"BODY[")}
+    for key, value in bodies.items():
+        if key[5:].split(b"]")[0].replace(b'"', b"") == wanted:
+            return value
+    return next(iter(bodies.values()), None)
 
 
 def _s(value: Any) -> str:
@@ -543,3 +530,4 @@ def _text(exc: BaseException) -> str:
 def _quietly_close(client: imapclient.IMAPClient) -> None:
     with suppress(OSError, imaplib.IMAP4.error, IMAPClientError):
         client.shutdown()
+
