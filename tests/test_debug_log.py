@@ -1,0 +1,82 @@
+"""What --debug may show: protocol commands and sizes, never what clients wrote, their
+addresses, or a password."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from .conftest import JANE, PASSWORD_ENV, SAM, Account, Practice, message
+
+SUNDAY_NIGHT = datetime(2026, 11, 15, 23, 40, tzinfo=UTC)
+MONDAY_8 = "2026-11-16T08:00:00+00:00"
+
+
+def run(*args: str, password: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, in its own process: its logging is configured as a
+    user's would be (under pytest, the root logger already has handlers)."""
+    return subprocess.run(
+        [sys.executable, "-m", "inbox_guard", *args], capture_output=True, text=True,
+        timeout=120, env={**os.environ, PASSWORD_ENV: password},
+    )
+
+
+def test_debug_log_shows_commands_not_contents_addresses_or_password(
+    practice: Practice, account: Account
+) -> None:
+    secrets = {
+        "subject": "SUBJ-kestrel-4471", "body": "BODY-heron-9013",
+        "subject2": "SUBJ-plover-2218", "body2": "BODY-wren-5530",
+    }
+    account.append(message(
+        subject=f"About {secrets['subject']}",
+        body=f"I keep thinking {secrets['body']} and I want to die.\n",
+    ), SUNDAY_NIGHT)
+    account.append(message(
+        sender=SAM, subject=f"Re: {secrets['subject2']}", body=f"{secrets['body2']}\n",
+    ), SUNDAY_NIGHT + timedelta(minutes=5))
+
+    done = run("--config", str(practice.config), "--debug", "once", "--now", MONDAY_8,
+               password=account.password)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("scanned 2; flagged 2;"), done.stdout
+    out = done.stdout + done.stderr
+    # The debug log was on and shows the protocol: the header fetch, the text
+    # window (so a body was read), the drafts appended, and the sizes read.
+    assert re.search(r"UID FETCH \S+ \((?:UID )?INTERNALDATE BODY\.PEEK\[HEADER\.FIELDS ", out)
+    assert re.search(r"UID FETCH \S+ \((?:UID )?BODY\.PEEK\[1\]<0\.\d+>\)", out)
+    assert "APPEND" in out
+    assert re.search(r"read literal size \d+", out)
+    # ... but nothing a client wrote, no client address, no password.
+    for name, token in secrets.items():
+        assert token not in out, name
+    assert "want to die" not in out
+    assert JANE not in out.lower() and SAM not in out.lower()
+    assert account.password not in out
+
+
+def test_protocol_lines_are_rewritten() -> None:
+    """The rewriting itself, on the lines imaplib and imapclient log."""
+    from inbox_guard.mailbox import _without_private
+
+    assert _without_private(
+        "untagged_responses[FETCH] 0 += [\"(b'1 (UID 5 BODY[TEXT] {5}', b'hello')\"]"
+    ) == "untagged_responses[FETCH] += [28 bytes, not logged]"
+    assert _without_private("   (literal) > b'From: jane'") == "   (literal) > [not logged]"
+    assert _without_private("> b' {11+}\\r\\nFrom: jane'") == (
+        "> b' {11} [literal of 11 bytes, not logged]"
+    )
+    assert _without_private("> b'A1 LOGIN alex \"s3cret\"'") == (
+        "> b'A1 LOGIN [arguments not logged]"
+    )
+    assert _without_private(
+        "< b'* 1 FETCH (BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"NAME\" \"scan.pdf\")))'"
+    ) == "< b'* 1 FETCH (BODYSTRUCTURE (\"...\" \"...\" (\"...\" \"...\")))'"
+    assert _without_private(
+        "> b'A2 UID SEARCH SINCE 1-Nov-2026 OR FROM jane@example.org FROM \"Sam Lee\"'"
+    ) == "> b'A2 UID SEARCH SINCE 1-Nov-2026 OR FROM ... FROM ...'"
+
