@@ -148,8 +148,20 @@ class Mailbox:
         try:
             if account.auth == "xoauth2":
                 client.oauth2_login(account.username, password)
-            else:
+            elif account.username.isascii() and password.isascii():
                 client.login(account.username, password)
+            elif b"AUTH=PLAIN" in client.capabilities():
+                # imaplib sends LOGIN's arguments as ASCII; SASL PLAIN carries UTF-8
+                # (RFC 4616), and imaplib encodes the answer as UTF-8.
+                client.plain_login(account.username, password)
+            else:
+                _quietly_close(client)
+                what = "password" if not password.isascii() else "username"
+                raise AuthError(
+                    f"cannot log in to {where} as {account.username!r}: the {what} has "
+                    "non-ASCII characters, which need AUTHENTICATE PLAIN, and the server "
+                    "offers no AUTH=PLAIN"
+                )
         except LoginError as exc:
             _quietly_close(client)
             # The server's text is kept, the secret never is.
@@ -161,6 +173,12 @@ class Mailbox:
                 ) from None
             raise AuthError(
                 f"{where} refused the login for {account.username!r}: {said}"
+            ) from None
+        except UnicodeError:  # say, a password from an environment that is not UTF-8
+            _quietly_close(client)
+            raise AuthError(
+                f"cannot log in to {where} as {account.username!r}: the username or password "
+                "is not valid text (it cannot be sent as UTF-8)"
             ) from None
         except (OSError, imaplib.IMAP4.error, IMAPClientError) as exc:
             _quietly_close(client)
