@@ -12,7 +12,7 @@ from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 
 from .files import write_private
-from .rules import one_line
+from .text import shown
 
 _COUNT = re.compile(r"^Out-of-hours contacts: \d+$", re.MULTILINE)
 _MARKER = re.compile(r"<!-- inbox-guard:([0-9a-f]+) -->")
@@ -25,11 +25,21 @@ def relpath(client_id: str, session: datetime | None) -> PurePosixPath:
     return PurePosixPath(client_id, f"{name}.md")
 
 
+def inert(text: str) -> str:
+    """Sender text as a Markdown code span: shown as written, never a link, an image,
+    HTML or emphasis in any Markdown viewer (CommonMark 6.1; GFM autolinks skip code
+    spans). The fence is one backtick longer than any run inside (CommonMark's rule)."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def note_line(received_local: datetime, subject: str | None, key: str) -> str:
     when = f"{received_local:%a} {received_local:%Y-%m-%d %H:%M}"
-    # Angle brackets are softened so a subject can never forge or close a marker.
-    safe = one_line(subject or "").replace("<", "‹").replace(">", "›")
-    about = f": “{safe}”" if safe else ""
+    # Angle brackets are softened too, so a subject can never forge or close a marker.
+    safe = shown(subject or "").replace("<", "‹").replace(">", "›")
+    about = f": {inert(safe)}" if safe else ""
     return f"- {when} — out-of-hours email{about} <!-- inbox-guard:{key[:MARKER_LEN]} -->"
 
 

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 from html.parser import HTMLParser
 
+from .text import decode, scrub
+
 DISCLAIMER = "keyword screen, not an assessment"
 WINDOW = 64 * 1024  # bytes of the text part that are ever read
 
@@ -97,7 +99,7 @@ def html_to_text(markup: str) -> str:
     try:
         parser.feed(markup)
         parser.close()
-    except (AssertionError, ValueError):
+    except Exception:  # the parser's own asserts on hostile markup: strip tags instead
         return html.unescape(re.sub(r"<[^>]*>", " ", markup))
     return "".join(parser.parts)
 
@@ -106,7 +108,8 @@ def decode_part(raw: bytes, encoding: str, charset: str, subtype: str) -> str:
     """Text of (the start of) one MIME part, whatever its transfer encoding and charset.
 
     ``raw`` may be cut anywhere (it is at most :data:`WINDOW` bytes): a partial base64
-    quantum or multibyte character at the end is dropped, never an error.
+    quantum or multibyte character at the end is dropped, never an error; any charset
+    name decodes (see :mod:`inbox_guard.text`).
     """
     enc = encoding.lower()
     if enc == "base64":
@@ -120,8 +123,5 @@ def decode_part(raw: bytes, encoding: str, charset: str, subtype: str) -> str:
         data = quopri.decodestring(raw)
     else:
         data = raw
-    try:
-        text = data.decode(charset or "utf-8", errors="replace")
-    except LookupError:
-        text = data.decode("utf-8", errors="replace")
-    return html_to_text(text) if subtype.lower() == "html" else text
+    text = decode(data, charset)
+    return scrub(html_to_text(text)) if subtype.lower() == "html" else text

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email.utils import getaddresses
+
+from .text import decode_words, shown
 
 # The header fields a triage pass fetches (BODY.PEEK[HEADER.FIELDS (...)]).
 FIELDS = (
@@ -26,7 +27,9 @@ FIELDS = (
 
 _MACHINE_LOCALS = {"mailer-daemon", "postmaster", "listserv", "majordomo"}
 _BULK_PRECEDENCE = {"bulk", "list", "junk"}
-_MSGID = re.compile(r"<[^<>\s]+>")
+# A Message-ID as it may be repeated in a draft's headers: printable ASCII, bounded.
+_MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,250}>")
+MAX_REFERENCES = 20  # the newest are kept; a reply needs no more
 _RE_PREFIX = re.compile(r"^\s*(?:re\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 _WS = re.compile(r"\s+")
 _CHARSET = re.compile(r"charset\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
@@ -97,15 +100,7 @@ def _text(fields: Fields, name: str) -> str | None:
     values = fields.get(name)
     if not values:
         return None
-    return one_line(decode_words(values[0]))
-
-
-def decode_words(value: str) -> str:
-    """Decode RFC 2047 encoded words; undecodable ones are kept as written."""
-    try:
-        return str(make_header(decode_header(value)))
-    except (LookupError, ValueError, UnicodeError):
-        return value
+    return shown(decode_words(values[0]))
 
 
 def one_line(value: str) -> str:
@@ -134,7 +129,7 @@ def parse(raw: bytes) -> Headers:
         recipients=tuple(_addresses(f, "to") + _addresses(f, "cc")),
         subject=_text(f, "subject") or "",
         message_id=mid.group(0) if mid else None,
-        references=tuple(_MSGID.findall(" ".join(f.get("references", [])))),
+        references=tuple(_MSGID.findall(" ".join(f.get("references", []))))[-MAX_REFERENCES:],
         auto_submitted=_text(f, "auto-submitted"),
         auto_response_suppress=_text(f, "x-auto-response-suppress"),
         precedence=_text(f, "precedence"),

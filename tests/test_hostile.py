@@ -74,7 +74,7 @@ def test_broken_messages_are_handled_one_by_one(
     assert after[u["no-from"]] == before[u["no-from"]]
     note = (practice.agendas / "jane-doe" / "2026-11-18.md").read_text()
     assert note.count("<!-- inbox-guard:") == len(flagged)
-    assert "“Grüße, café”" in note and "“café”" in note
+    assert "`Grüße, café`" in note and "`café`" in note
     # One window, one draft, to the client only.
     [draft] = drafts(account)
     assert draft["To"] == JANE and draft["Bcc"] is None

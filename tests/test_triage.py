@@ -67,7 +67,7 @@ def test_out_of_hours_client_mail_is_marked_drafted_and_noted(
     note = (practice.agendas / "jane-doe" / "2026-11-18.md").read_text()
     assert note.startswith("# Jane Doe — session Wed 2026-11-18 10:00\n")
     assert "Out-of-hours contacts: 1\n" in note
-    assert "- Sun 2026-11-15 23:40 — out-of-hours email: “Re: About Wednesday”" in note
+    assert "- Sun 2026-11-15 23:40 — out-of-hours email: `Re: About Wednesday`" in note
 
 
 def test_other_mail_is_left_entirely_alone(
