@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import ConfigError, InboxGuardError
+from .errors import BusyError, ConfigError, InboxGuardError
 
 log = logging.getLogger("inbox_guard")
 
@@ -63,8 +63,8 @@ def _remember(settings: Any, notes: list[str], clock: datetime) -> None:
 
     if not notes:
         return
-    with suppress(StoreError):
-        store = Store.open(settings.state_path)
+    with suppress(StoreError):  # busy included: whoever holds it is doing the work
+        store = Store.open(settings.state_path, wait=0)
         try:
             for what in notes:
                 store.note_problem(what, clock)
@@ -188,6 +188,8 @@ def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
     try:
         with _session(settings, dry_run) as (mailbox, store):
             result = run_pass(settings, mailbox, store, clock, dry_run=dry_run)
+    except BusyError:
+        raise  # not trouble: another inbox-guard is doing this pass
     except InboxGuardError as exc:
         notes.append(f"triage: {exc}")
         raise

@@ -13,7 +13,7 @@ import hashlib
 import io
 import re
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -35,27 +35,46 @@ def message_key(h: rules.Headers, received: datetime) -> str:
     return hashlib.sha256(basis.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+def copy_key(base: str, n: int) -> str:
+    """The key of the ``n``-th copy of one message (a duplicate delivery: the same
+    Message-ID, sender and arrival time); the first copy keeps the message's key."""
+    if n == 1:
+        return base
+    return hashlib.sha256(f"{base}\x00copy {n}".encode()).hexdigest()[:32]
+
+
 def draft_message_id(key: str, settings: Settings) -> str:
     domain = settings.main.therapist.email.rsplit("@", 1)[1]
     return f"<inbox-guard.{key}@{domain}>"
 
 
 # How each language says "Wednesday 18 November at 10:00": CLDR patterns, with the
-# weekday and month names from Babel's locale data, not hand-written tables.
+# weekday and month names from Babel's locale data, not hand-written tables. A date
+# more than about six months from now also says its year.
 _SESSION = {
     "en": ("EEEE d MMMM", "{day} at {time}"),
     "de": ("EEEE, d. MMMM", "{day} um {time} Uhr"),
     "fr": ("EEEE d MMMM", "{day} à {time}"),
     "es": ("EEEE d 'de' MMMM", "{day} a las {time}"),
 }
+_YEAR = {"en": " y", "de": " y", "fr": " y", "es": " 'de' y"}
+FAR = timedelta(days=183)
 
 
-def session_text(session: datetime | None, language: str = "en") -> str | None:
+def _far(value: datetime, now: datetime | None) -> bool:
+    return now is not None and abs(value - now) > FAR
+
+
+def session_text(
+    session: datetime | None, language: str = "en", now: datetime | None = None
+) -> str | None:
     if session is None:
         return None
     from babel.dates import format_datetime
 
     pattern, phrase = _SESSION.get(language, _SESSION["en"])
+    if _far(session, now):
+        pattern += _YEAR.get(language, " y")
     day = format_datetime(session, pattern, tzinfo=session.tzinfo, locale=language)
     return phrase.format(day=day, time=f"{session:%H:%M}")
 
@@ -93,24 +112,27 @@ DISCLAIMER_TEXT = _("keyword screen, not an assessment")  # = risk.DISCLAIMER, f
 # Why no draft was saved, as the digest says it (the codes are the JSON output's).
 REASONS = {
     "window": _("one was already drafted for this out-of-hours stretch"),
+    "duplicate": _("this message arrived before and already has one"),
     "not-addressed": _("the message was not addressed to you"),
     "off": _("drafts are off"),
 }
 
 
-# Short local times as people read them in each language: "Sun 22 Nov 23:40".
+# Short local times as people read them in each language: "Sun 22 Nov 23:40"; with
+# the year ("Sun 22 Nov 2026 23:40") when more than about six months from now.
 _WHEN = {
-    "en": "EEE d MMM HH:mm",
-    "de": "EEE d. MMM HH:mm",
-    "fr": "EEE d MMM HH:mm",
-    "es": "EEE d MMM, HH:mm",
+    "en": ("EEE d MMM", " y", " HH:mm"),
+    "de": ("EEE d. MMM", " y", " HH:mm"),
+    "fr": ("EEE d MMM", " y", " HH:mm"),
+    "es": ("EEE d MMM", " 'de' y", ", HH:mm"),
 }
 
 
-def when(value: datetime, language: str = "en") -> str:
+def when(value: datetime, language: str = "en", now: datetime | None = None) -> str:
     from babel.dates import format_datetime
 
-    pattern = _WHEN.get(language, _WHEN["en"])
+    day, year, clock = _WHEN.get(language, _WHEN["en"])
+    pattern = day + (year if _far(value, now) else "") + clock
     return str(format_datetime(value, pattern, tzinfo=value.tzinfo, locale=language))
 
 
@@ -149,7 +171,13 @@ def template_env(override_dir: Path | None, language: str = "en") -> jinja2.Envi
     )
     t = translations(language)
     env.install_gettext_translations(t, newstyle=True)  # type: ignore[attr-defined]
-    env.filters["when"] = functools.partial(when, language=language)
+    @jinja2.pass_context
+    def _when(ctx: jinja2.runtime.Context, value: datetime) -> str:
+        # The template's clock: ``now``, or the digest's.
+        now = ctx.get("now") or getattr(ctx.get("digest"), "now", None)
+        return when(value, language, now)
+
+    env.filters["when"] = _when
     env.filters["reason"] = lambda code: t.gettext(REASONS.get(code or "", code or ""))
     env.globals["disclaimer"] = t.gettext(DISCLAIMER_TEXT)
     env.globals["language"] = language
@@ -211,7 +239,7 @@ def alert_message(
     msg["Importance"] = "high"
     body = env.get_template("alert.txt.j2").render(
         client=client, name=name, received=received.astimezone(settings.tz), draft=draft,
-        suppressed=suppressed, session=session,
+        suppressed=suppressed, session=session, now=now,
     )
     msg.set_content(_wrap(body), charset="utf-8")
     return msg
@@ -240,7 +268,7 @@ def draft(
         name = template or draft_template(env, "draft.txt.j2", t.language)
     body = env.get_template(name).render(
         session=session,
-        session_text=session_text(session, t.language),
+        session_text=session_text(session, t.language, now),
         name_session=t.drafts_name_session,
         emergency_text=t.emergency_text,
         therapist_name=t.name,

@@ -42,7 +42,7 @@ class Decision:
     received: datetime
     address: str
     draft: bool
-    suppressed: str | None  # "not-addressed" | "window" | "off" | None
+    suppressed: str | None  # "not-addressed" | "duplicate" | "window" | "off" | None
     window: str
     session: datetime | None
     risk: bool
@@ -60,11 +60,14 @@ def classify(arrival: Arrival, settings: Settings) -> Candidate | None:
 
 
 def _suppression(
-    c: Candidate, settings: Settings, window: str, drafted: set[tuple[str, str]]
+    c: Candidate, settings: Settings, window: str, drafted: set[tuple[str, str]],
+    duplicate: bool,
 ) -> str | None:
     mode = settings.main.triage.drafts
     if not set(c.arrival.headers.recipients) & set(settings.main.therapist.all_addresses):
         return "not-addressed"
+    if duplicate:
+        return "duplicate"
     if mode == "per-window" and (c.client.id, window) in drafted:
         return "window"
     if mode == "off" or c.client.notes_only:
@@ -78,22 +81,33 @@ def plan(
     now: datetime,
     drafted: Iterable[tuple[str, str]] = (),
     risky: Mapping[int, bool] | None = None,
+    drafted_ids: Iterable[str] = (),
+    copies: Iterable[int] = (),
 ) -> list[Decision]:
     """Decide every candidate that is not machine-written, in order of arrival.
 
     ``drafted`` holds the (client id, window) pairs that already have a draft, from
     earlier passes; drafts planned here are added as they are decided, so one pass
-    never plans two drafts for one client's window.
+    never plans two drafts for one client's window. Likewise ``drafted_ids``, the
+    Message-IDs that have a draft: a message delivered twice, or sent again, is marked
+    and noted each time it arrives but drafted at most once. ``copies`` are the UIDs
+    of second and later copies of one message (same Message-ID and arrival time).
     """
     done = set(drafted)
+    done_ids = set(drafted_ids)
+    later_copies = set(copies)
     out = []
     for c in sorted(candidates, key=lambda c: (c.arrival.received, c.arrival.uid)):
         if c.ignored:
             continue
         window = hours.window_key(c.arrival.received, settings.schedule_for(c.client))
-        suppressed = _suppression(c, settings, window, done)
+        mid = c.arrival.headers.message_id
+        duplicate = c.arrival.uid in later_copies or (mid is not None and mid in done_ids)
+        suppressed = _suppression(c, settings, window, done, duplicate)
         if suppressed is None:
             done.add((c.client.id, window))
+            if mid is not None:
+                done_ids.add(mid)
         after = max(c.arrival.received, now)
         out.append(
             Decision(

@@ -48,8 +48,8 @@ class DigestRun:
     delivered: bool
 
 
-def _message_id(settings: Settings, keys: list[str], now: datetime) -> str:
-    basis = "\x00".join([now.isoformat(), *keys]).encode()
+def _message_id(settings: Settings, keys: list[str], now: datetime, made: int) -> str:
+    basis = "\x00".join([now.isoformat(), str(made), *keys]).encode()
     domain = settings.main.therapist.email.rsplit("@", 1)[1]
     return f"<inbox-guard.digest.{hashlib.sha256(basis).hexdigest()[:24]}@{domain}>"
 
@@ -69,12 +69,14 @@ def run_digest(
         contacts = store.contacts(keys)
     else:
         contacts = store.undigested()
-        message_id = _message_id(settings, [c.key for c in contacts], now)
+        message_id = _message_id(settings, [c.key for c in contacts], now,
+                                 store.digests_made())
     recent = store.contacts_since(now - timedelta(days=digest.PATTERN_DAYS))
     kept = store.problems()
+    stuck = digest.unfinished(store.unfinished(), store.unreadable(), settings)
     built = digest.build(contacts, recent, settings, now, store.last_digest_at(),
-                         [*kept, *(problems or [])])
-    quiet = built.empty and not built.problems
+                         [*kept, *(problems or [])], stuck)
+    quiet = built.empty and not built.problems and not built.unfinished
     if quiet and not settings.main.digest.send_empty and not pending:
         return DigestRun(built, None, False)
     message = compose.digest_message(settings, env, built, message_id, now)

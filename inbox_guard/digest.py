@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from .config import Settings
 from .sessions import next_session
-from .store import Contact, Problem
+from .store import Contact, Problem, Unread
 
 PATTERN_DAYS = 28
 
@@ -28,6 +28,21 @@ class Item:
     draft: bool
     suppressed: str | None
     risk: bool
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A message inbox-guard could not finish with after several passes: listed in
+    every digest until done (it is retried daily). ``name`` is None for a message
+    that could not even be read (its sender is then unknown)."""
+
+    local: datetime | None
+    client: str | None
+    name: str | None
+    uid: int
+    risk: bool
+    error: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ class Digest:
     risk: list[Item]
     clients: list[ClientSummary] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)  # the service's, since the last one
+    unfinished: list[Unfinished] = field(default_factory=list)  # risk first
 
     @property
     def keys(self) -> list[str]:
@@ -75,11 +91,33 @@ def _item(c: Contact, settings: Settings, with_subject: bool) -> Item:
     )
 
 
+def unfinished(
+    contacts: list[Contact], unread: list[Unread], settings: Settings
+) -> list[Unfinished]:
+    """What could not be completed, risk first, then oldest first."""
+    out = []
+    for c in contacts:
+        client = settings.clients.get(c.client)
+        out.append(Unfinished(
+            local=c.received.astimezone(settings.tz), client=c.client,
+            name=client.name if client else c.client, uid=c.uid, risk=c.risk,
+            error=c.last_error or "unknown", attempts=c.attempts,
+        ))
+    for u in unread:
+        out.append(Unfinished(
+            local=u.received.astimezone(settings.tz) if u.received else None, client=None,
+            name=None, uid=u.uid, risk=False, error=u.error, attempts=u.attempts,
+        ))
+    return sorted(out, key=lambda u: (not u.risk, u.local is None, u.local or 0, u.uid))
+
+
 def build(
     new: list[Contact], recent: list[Contact], settings: Settings, now: datetime,
     since: datetime | None, problems: list[Problem] | None = None,
+    stuck: list[Unfinished] | None = None,
 ) -> Digest:
-    """``new``: contacts not yet digested; ``recent``: all contacts of the last 28 days."""
+    """``new``: contacts not yet digested; ``recent``: all contacts of the last 28 days;
+    ``stuck``: what could not be completed (see :func:`unfinished`)."""
     with_subject = settings.main.digest.include_subjects
     items = [_item(c, settings, with_subject) for c in new]
     cutoff = now - timedelta(days=PATTERN_DAYS)
@@ -99,4 +137,4 @@ def build(
             )
         )
     return Digest(now=now, since=since, risk=[i for i in items if i.risk], clients=clients,
-                  problems=list(problems or []))
+                  problems=list(problems or []), unfinished=list(stuck or []))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 import imapclient
@@ -26,7 +26,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import DRAFTS
 
 from .config import Account
-from .errors import AuthError, ConnectError, MailboxError
+from .errors import AuthError, ConnectError, ConnectionLost, MailboxError
 from .fetchparse import parse_fetch
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def _translated(what: str) -> Iterator[None]:
     except ssl.SSLError as exc:
         raise ConnectError(f"TLS failed during {what}: {exc.reason or exc}") from exc
     except (imaplib.IMAP4.abort, ConnectionError, OSError) as exc:
-        raise ConnectError(f"lost the IMAP connection during {what}: {exc}") from exc
+        raise ConnectionLost(f"lost the IMAP connection during {what}: {exc}") from exc
     except IMAPClientError as exc:
         raise MailboxError(f"IMAP {what} failed: {exc}") from exc
 
@@ -114,8 +114,12 @@ def _translated(what: str) -> Iterator[None]:
 class Mailbox:
     """A logged-in IMAP connection and the few operations a pass needs."""
 
-    def __init__(self, client: imapclient.IMAPClient) -> None:
+    def __init__(
+        self, client: imapclient.IMAPClient, account: Account | None = None, secret: str = ""
+    ) -> None:
         self._c = client
+        self._account = account  # kept for reconnect()
+        self._secret = secret
         self._selected: str | None = None
         self._status: Status | None = None
         self._exists = 0  # messages in the selected folder, as last announced
@@ -188,7 +192,23 @@ class Mailbox:
         # the first SELECT and ask CAPABILITY before its next raw command.
         with _translated("CAPABILITY"):
             client.capabilities()
-        return cls(client)
+        return cls(client, account, password)
+
+    def reconnect(self) -> None:
+        """Log in again after the server hung up, and select the folder that was
+        selected, in the same mode. Dovecot, for one, answers a FETCH of a message it
+        cannot read with NO and then closes the connection; reconnecting lets the pass
+        find that message and go on without it."""
+        if self._account is None:
+            raise ConnectError("cannot reconnect: no account")
+        folder, status = self._selected, self._status
+        _quietly_close(self._c)
+        self._c = Mailbox.connect(self._account, self._secret)._c
+        self._selected, self._status, self._exists = None, None, 0
+        if folder is not None:
+            again = self.open(folder, read_only=status.read_only if status else True)
+            if status is not None and again.uidvalidity != status.uidvalidity:
+                raise ConnectError(f"{folder} was renumbered (UIDVALIDITY) while reconnecting")
 
     def logout(self) -> None:
         try:
@@ -350,8 +370,9 @@ class Mailbox:
                 if item is None or b"INTERNALDATE" not in item:
                     continue  # expunged meanwhile, or an unsolicited FLAGS update
                 if item[b"INTERNALDATE"] is None:
-                    log.warning("uid %s: the server sent no readable INTERNALDATE; skipped", uid)
-                    continue
+                    # Not "expunged": a fault of this message, which the pass reports
+                    # and tries again, rather than skipping it for good.
+                    raise MailboxError(f"the server sent no readable INTERNALDATE for uid {uid}")
                 header = _section(item, f"HEADER.FIELDS ({names})")
                 yield Fetched(uid=uid, internaldate=item[b"INTERNALDATE"], header=header or b"")
 
@@ -459,33 +480,117 @@ class Mailbox:
             )
         return str(found)
 
+    def _look_in(self, folder: str) -> None:
+        """Make ``folder`` the selected one, read-only unless it is selected already."""
+        if self._selected != folder:
+            self._c.select_folder(folder, readonly=True)
+            self._selected, self._status = folder, None
+
     def has_message_id(self, folder: str, message_id: str) -> bool:
         with _translated(f"SEARCH {folder}"):
-            if self._selected != folder:
-                self._c.select_folder(folder, readonly=True)
-                self._selected, self._status = folder, None
+            self._look_in(folder)
             return bool(self._c.search(["HEADER", "Message-ID", message_id]))
+
+    def existing_message_ids(self, folder: str, message_ids: Sequence[str]) -> set[str]:
+        """Which of ``message_ids`` are in ``folder`` already: one SEARCH per 40 (an OR
+        chain of HEADER Message-ID), then the Message-ID header of what matched (SEARCH
+        HEADER matches substrings, so each is checked whole)."""
+        wanted = set(message_ids)
+        if not wanted:
+            return set()
+        uids: set[int] = set()
+        with _translated(f"SEARCH {folder}"):
+            self._look_in(folder)
+            for chunk in _batches(sorted(wanted), 40):
+                criteria: list[Any] = []
+                for i, mid in enumerate(chunk):
+                    if i < len(chunk) - 1:
+                        criteria.append("OR")
+                    criteria += ["HEADER", "Message-ID", mid]
+                uids.update(self._c.search(criteria))
+        if not uids:
+            return set()
+        with _translated(f"FETCH {folder}"):
+            data = self._fetch(uid_set(uids), ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        found: set[str] = set()
+        for item in data.values():
+            raw = next((v for k, v in item.items() if k.startswith(b"BODY[")), b"") or b""
+            found.update(m.decode("ascii", "replace") for m in _MESSAGE_IDS.findall(raw))
+        return found & wanted
+
+    def find_uid(self, message_id: str | None, sender: str, received: datetime) -> int | None:
+        """The UID, in the selected folder, of the message with this Message-ID (or, with
+        none, this sender) that arrived at ``received``: for steps planned before the
+        server renumbered the folder (a UIDVALIDITY change)."""
+        if message_id:
+            criteria: list[Any] = ["HEADER", "Message-ID", message_id]
+        else:
+            day = received.date()
+            criteria = ["FROM", sender, "SINCE", day - timedelta(days=1),
+                        "BEFORE", day + timedelta(days=2)]
+        with _translated("SEARCH"):
+            uids = self._c.search(criteria)
+        if not uids:
+            return None
+        with _translated("FETCH"):
+            data = self._fetch(uid_set(uids), ["INTERNALDATE"])
+        same = [uid for uid, item in data.items() if item.get(b"INTERNALDATE") == received]
+        return min(same, default=None)
 
     def append(self, folder: str, message: bytes, flags: Sequence[str], when: datetime) -> None:
         with _translated(f"APPEND {folder}"):
             self._c.append(folder, message, flags=list(flags), msg_time=when)
 
-    def append_many(
+    def append_each(
         self, folder: str, messages: Sequence[bytes], flags: Sequence[str], when: datetime
-    ) -> None:
-        """All ``messages`` into ``folder``: MULTIAPPEND (RFC 3502) where the server has
-        it, in one command per batch; else one APPEND each."""
-        if not messages:
-            return
-        if len(messages) > 1 and b"MULTIAPPEND" in self.capabilities():
-            for batch in _batches(list(messages), 500):
-                with _translated(f"MULTIAPPEND {folder}"):
-                    self._c.multiappend(
-                        folder, [{"msg": m, "flags": list(flags), "date": when} for m in batch]
-                    )
-            return
-        for m in messages:
-            self.append(folder, m, flags, when)
+    ) -> list[MailboxError | None]:
+        """Append every message; per message, None when the server took it, or the
+        error it answered. MULTIAPPEND (RFC 3502) where the server has it, one command
+        per batch; it is all or nothing, so a refused batch is sent again one APPEND at
+        a time, and one message the server will not take holds back no other. A lost
+        connection raises :class:`ConnectError` (the caller looks before resending)."""
+        out: list[MailboxError | None] = [None] * len(messages)
+        multi = len(messages) > 1 and b"MULTIAPPEND" in self.capabilities()
+        start = 0
+        for batch in _batches(list(messages), 500 if multi else 1):
+            try:
+                if multi and len(batch) > 1:
+                    with _translated(f"MULTIAPPEND {folder}"):
+                        typ, said = self._c.multiappend(
+                            folder,
+                            [{"msg": m, "flags": list(flags), "date": when} for m in batch],
+                        )
+                    if typ != "OK":
+                        # imapclient returns a NO instead of raising it.
+                        raise MailboxError(
+                            f"the server refused MULTIAPPEND to {folder}: {_said(said)}"
+                        )
+                else:
+                    self.append(folder, batch[0], flags, when)
+            except ConnectError:
+                raise
+            except MailboxError as exc:
+                if multi and len(batch) > 1:
+                    for i, m in enumerate(batch):
+                        try:
+                            self.append(folder, m, flags, when)
+                        except ConnectError:
+                            raise
+                        except MailboxError as one:
+                            out[start + i] = one
+                else:
+                    out[start] = exc
+            start += len(batch)
+        return out
+
+
+_MESSAGE_IDS = re.compile(rb"<[^<>\s]+>")
+
+
+def _said(data: Any) -> str:
+    """A server's response text, for an error line."""
+    items = data if isinstance(data, list) else [data]
+    return " ".join(_s(d) for d in items if d is not None)[:200] or "no reason given"
 
 
 def _section(item: dict[bytes, Any], section: str) -> Any:

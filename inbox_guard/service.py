@@ -107,14 +107,21 @@ class Service:
                 return
             try:
                 work()
-            except InboxGuardError as exc:
-                if isinstance(exc, ConnectError):
+            except Exception as exc:
+                if isinstance(exc, InboxGuardError):
+                    why = str(exc)
+                else:
+                    # Not ours to expect, so not a reason to stop serving: one line,
+                    # the traceback at debug level, and a retry like any failure.
+                    why = f"internal error: {type(exc).__name__}: {exc}"
+                    self.log.debug("%s failed", job, exc_info=True)
+                if isinstance(exc, ConnectError) or not isinstance(exc, InboxGuardError):
                     self._drop_connection()
                 self._failures[job] += 1
                 cap = self.settings.main.triage.poll_minutes * 60.0
                 delay = backoff(self._failures[job], cap if job == "triage" else 3600.0)
-                self.log.error("%s failed: %s; retrying in %.0f s", job, exc, delay)
-                self._note_problem(f"{job}: {exc}")
+                self.log.error("%s failed: %s; retrying in %.0f s", job, why, delay)
+                self._note_problem(f"{job}: {why}")
                 self._retry(job, delay)
                 self.done.put((job, False))
                 return
@@ -226,7 +233,7 @@ class Service:
                     self.log.info("push: new mail announced")
                     self._due_now()
                 failures = 0
-            except InboxGuardError as exc:
+            except Exception as exc:  # the watcher only ever costs speed, never the service
                 if self._idle is not None:
                     self._idle.logout()
                     self._idle = None
@@ -245,6 +252,9 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
+        """Take the state file (and its lock: one worker per state file, for as long as
+        the service runs), then start the schedule."""
+        self._store_open()
         minutes = self.settings.main.triage.poll_minutes
         self.scheduler.add_job(
             self.triage, IntervalTrigger(minutes=minutes, timezone=self.settings.tz),
@@ -290,8 +300,15 @@ def run_forever(services: list[Service]) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    for service in services:
-        service.start()
+    started: list[Service] = []
+    try:
+        for service in services:
+            service.start()
+            started.append(service)
+    except BaseException:
+        for service in started:
+            service.stop()
+        raise
     wake.wait()
     for service in services:
         service.stopping.set()

@@ -11,14 +11,17 @@ digest still needs them). Never a message body.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .errors import StoreError
+from .errors import BusyError, StoreError
 from .files import FILE_MODE, private_dir
 
 MIGRATIONS: tuple[str, ...] = (
@@ -80,12 +83,38 @@ MIGRATIONS: tuple[str, ...] = (
         times INTEGER NOT NULL
     );
     """,
+    # 4: copies of one message (base), risk marks as their own step, retries spaced
+    # out after the limit, and messages that could not even be read
+    """
+    ALTER TABLE contact ADD COLUMN base TEXT;
+    UPDATE contact SET base = key;
+    CREATE INDEX contact_base ON contact(base);
+    CREATE INDEX contact_message_id ON contact(message_id);
+    ALTER TABLE contact ADD COLUMN risk_done INTEGER NOT NULL DEFAULT 0;
+    UPDATE contact SET risk_done = keyword_done;
+    ALTER TABLE contact ADD COLUMN last_attempt TEXT;
+    CREATE TABLE unread (
+        mailbox TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        received TEXT,
+        error TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        first TEXT NOT NULL,
+        last TEXT NOT NULL,
+        PRIMARY KEY (mailbox, uidvalidity, uid)
+    );
+    """,
 )
 
-# A message whose steps failed this many passes running is given up on (and stays
-# visible as an error) instead of being retried for ever.
+# A message whose steps failed this many passes running is retried only once a day
+# from then on, and listed in every digest until it is done.
 MAX_ATTEMPTS = 3
+RETRY_AFTER = timedelta(days=1)
 MAX_PROBLEMS = 20  # distinct kinds of trouble kept between two digests
+# Values of a mark step (keyword_done, risk_done): not yet, stored, or not possible
+# because the message left the inbox before it could be marked.
+DONE, GONE = 1, 2
 
 
 @dataclass(frozen=True)
@@ -97,6 +126,20 @@ class Problem:
     first: datetime
     last: datetime
     times: int
+
+
+@dataclass(frozen=True)
+class Unread:
+    """A message that could not be read or screened: retried like a contact."""
+
+    mailbox: str
+    uidvalidity: int
+    uid: int
+    received: datetime | None
+    error: str
+    attempts: int
+    first: datetime
+    last: datetime
 
 
 @dataclass(frozen=True)
@@ -118,12 +161,27 @@ class Contact:
     agenda: str
     risk: bool
     alert: bool = False
-    keyword_done: bool = False
+    keyword_done: int = 0
     agenda_done: bool = False
     draft_tried: bool = False
     draft_done: bool = False
     alert_done: bool = False
     attempts: int = 0
+    base: str = ""  # the key of the first copy: copies of one message share it
+    risk_done: int = 0
+    last_error: str | None = None
+    last_attempt: datetime | None = None
+
+    @property
+    def given_up(self) -> bool:
+        """Failed :data:`MAX_ATTEMPTS` passes running: now retried once a day."""
+        return self.attempts >= MAX_ATTEMPTS
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    """SQLite limits the parameters of one statement."""
+    for i in range(0, len(items), 500):
+        yield items[i : i + 500]
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -137,44 +195,135 @@ def _row(r: sqlite3.Row) -> Contact:
         message_id=r["message_id"], refs=tuple(r["refs"].split()), subject=r["subject"],
         draft=bool(r["draft"]), suppressed=r["suppressed"], window=r["window"],
         session=_dt(r["session"]), agenda=r["agenda"], risk=bool(r["risk"]),
-        keyword_done=bool(r["keyword_done"]), agenda_done=bool(r["agenda_done"]),
+        keyword_done=r["keyword_done"], agenda_done=bool(r["agenda_done"]),
         draft_tried=bool(r["draft_tried"]), draft_done=bool(r["draft_done"]),
         alert=bool(r["alert"]), alert_done=bool(r["alert_done"]), attempts=r["attempts"],
+        base=r["base"] or r["key"], risk_done=r["risk_done"], last_error=r["last_error"],
+        last_attempt=_dt(r["last_attempt"]),
     )
 
 
+LOCK_WAIT_SECONDS = 10.0
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class _Lock:
+    """One worker per state file: an exclusive ``flock`` on ``<state>.lock``, held
+    while the store is open (a pass, a digest, or the whole life of ``run``). The OS
+    releases it when the process dies, so a killed worker never leaves it stuck."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, state: Path, wait: float) -> _Lock:
+        path = state.with_name(state.name + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                    os.close(fd)
+                    raise BusyError(
+                        f"{state}: another inbox-guard is working on this state file"
+                        + (f" (pid {holder})" if holder.isdigit() else "")
+                        + "; nothing was done, try again when it has finished"
+                    ) from None
+                time.sleep(0.1)  # the holder's pass usually ends within seconds
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return cls(fd)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = -1
+
+
+def _check_existing(path: Path) -> bool:
+    """Is ``path`` absent (False) or a state file we may use (True)? Anything else is
+    refused without being touched: a folder, or a file that is not SQLite."""
+    if not path.exists() and not path.is_symlink():
+        return False
+    if not path.is_file():
+        raise StoreError(f"{path}: state.path is not a file (it was left as it is)")
+    with path.open("rb") as fh:
+        head = fh.read(len(_SQLITE_HEADER))
+    if head and head != _SQLITE_HEADER:
+        raise StoreError(
+            f"{path}: state.path is not an inbox-guard state file (it was left as it is)"
+        )
+    return True
+
+
 class Store:
-    def __init__(self, conn: sqlite3.Connection, where: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, where: str, lock: _Lock | None = None) -> None:
         self._db = conn
         self._where = where
         self._db.row_factory = sqlite3.Row
+        self._lock = lock
 
     # -- opening -----------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        """Open (creating, 0600 in a 0700 folder) and migrate the state file."""
+    def open(cls, path: Path, wait: float = LOCK_WAIT_SECONDS) -> Store:
+        """Open (creating, 0600 in a 0700 folder) and migrate the state file, holding
+        its lock; :class:`BusyError` if another process holds it for ``wait`` seconds.
+        A file the program did not create is never changed or chmod-ed."""
+        lock: _Lock | None = None
         try:
             private_dir(path.parent)
-            if not path.exists():
-                path.touch(mode=FILE_MODE)
-            path.chmod(FILE_MODE)
+            lock = _Lock.acquire(path, wait)
+            existed = _check_existing(path)
+            if not existed:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
             # The service's jobs run on scheduler threads, one at a time (its lock).
             conn = sqlite3.connect(
                 path, isolation_level=None, timeout=30, check_same_thread=False
             )
-            store = cls(conn, str(path))
+            store = cls(conn, str(path), lock)
+            if existed:
+                store._ours()
+                path.chmod(FILE_MODE)
             store._db.execute("PRAGMA journal_mode=WAL")
             store._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
+            if lock is not None:
+                lock.release()
             raise StoreError(
                 f"{path}: cannot use the state file: {exc} (it was left as it is; move it "
                 "aside to start afresh, and the first pass will look back lookback_days)"
             ) from exc
         except OSError as exc:
+            if lock is not None:
+                lock.release()
             raise StoreError(f"{path}: cannot create the state file: {exc.strerror}") from exc
-        store._migrate()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        try:
+            store._migrate()
+        except BaseException:
+            store.close()
+            raise
         return store
+
+    def _ours(self) -> None:
+        """An existing SQLite file with tables but no migrations table is some other
+        program's database: refuse it rather than add our tables to it."""
+        tables = {r[0] for r in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "migrations" not in tables:
+            self._db.close()
+            raise StoreError(
+                f"{self._where}: state.path is an SQLite database of some other program, "
+                "not an inbox-guard state file (it was left as it is)"
+            )
 
     @classmethod
     def snapshot(cls, path: Path) -> Store:
@@ -193,6 +342,8 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def _execute(self, sql: str, params: Iterable[object] = ()) -> sqlite3.Cursor:
         try:
@@ -248,27 +399,46 @@ class Store:
 
     # -- contacts ----------------------------------------------------------------
 
-    def known(self, keys: Iterable[str]) -> set[str]:
-        keys = list(keys)
-        found: set[str] = set()
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._execute(f"SELECT key FROM contact WHERE key IN ({marks})", chunk)
-            found.update(r[0] for r in rows)
-        return found
-
     def drafted_windows(self) -> set[tuple[str, str]]:
         rows = self._execute("SELECT DISTINCT client, window FROM contact WHERE draft = 1")
         return {(r[0], r[1]) for r in rows}
 
+    def copies(self, bases: Iterable[str]) -> dict[str, list[tuple[str, int, int]]]:
+        """Per base, the (key, UIDVALIDITY, UID) of every stored copy of that message."""
+        out: dict[str, list[tuple[str, int, int]]] = {}
+        for chunk in _chunks(list(bases)):
+            rows = self._execute(
+                "SELECT base, key, uidvalidity, uid FROM contact WHERE base IN "
+                f"({','.join('?' * len(chunk))}) ORDER BY uid", chunk,
+            )
+            for r in rows:
+                out.setdefault(r[0], []).append((r[1], r[2], r[3]))
+        return out
+
+    def drafted_message_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of these Message-IDs already have a draft planned (at most one each)."""
+        found: set[str] = set()
+        for chunk in _chunks(list(ids)):
+            rows = self._execute(
+                "SELECT DISTINCT message_id FROM contact WHERE draft = 1 AND message_id IN "
+                f"({','.join('?' * len(chunk))})", chunk,
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def relocate(self, key: str, uidvalidity: int, uid: int) -> None:
+        """The message of ``key`` is now at ``uid`` (the server renumbered the mailbox)."""
+        self._execute(
+            "UPDATE contact SET uidvalidity = ?, uid = ? WHERE key = ?", (uidvalidity, uid, key)
+        )
+
     def add(self, c: Contact, now: datetime) -> None:
         self._execute(
-            "INSERT INTO contact (key, client, mailbox, uidvalidity, uid, received, address, "
-            "message_id, refs, subject, draft, suppressed, window, session, agenda, risk, "
-            "alert, planned_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO contact (key, base, client, mailbox, uidvalidity, uid, received, "
+            "address, message_id, refs, subject, draft, suppressed, window, session, agenda, "
+            "risk, alert, planned_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                c.key, c.client, c.mailbox, c.uidvalidity, c.uid,
+                c.key, c.base or c.key, c.client, c.mailbox, c.uidvalidity, c.uid,
                 c.received.astimezone(UTC).isoformat(),  # UTC: comparable as text
                 c.address, c.message_id, " ".join(c.refs), c.subject, int(c.draft),
                 c.suppressed, c.window, c.session.isoformat() if c.session else None,
@@ -276,34 +446,101 @@ class Store:
             ),
         )
 
-    def has_pending(self) -> bool:
+    _DUE = "done_at IS NULL AND (attempts < ? OR last_attempt IS NULL OR last_attempt <= ?)"
+
+    def _due_args(self, now: datetime) -> tuple[int, str]:
+        return MAX_ATTEMPTS, (now - RETRY_AFTER).astimezone(UTC).isoformat()
+
+    def has_pending(self, now: datetime) -> bool:
+        """Is any contact or unread message due for another try?"""
         row = self._execute(
-            "SELECT 1 FROM contact WHERE done_at IS NULL AND attempts < ? LIMIT 1",
-            (MAX_ATTEMPTS,),
+            f"SELECT 1 FROM contact WHERE {self._DUE} LIMIT 1", self._due_args(now)
+        ).fetchone()
+        if row is not None:
+            return True
+        row = self._execute(
+            "SELECT 1 FROM unread WHERE attempts < ? OR last <= ? LIMIT 1", self._due_args(now)
         ).fetchone()
         return row is not None
 
-    def pending(self) -> list[Contact]:
+    def pending(self, now: datetime) -> list[Contact]:
+        """Contacts with steps left: each pass up to MAX_ATTEMPTS, then once a day."""
         rows = self._execute(
-            "SELECT * FROM contact WHERE done_at IS NULL AND attempts < ? "
-            "ORDER BY received, key",
-            (MAX_ATTEMPTS,),
+            f"SELECT * FROM contact WHERE {self._DUE} ORDER BY received, key",
+            self._due_args(now),
         )
         return [_row(r) for r in rows]
 
-    def mark(self, keys: Iterable[str], step: str) -> None:
-        """Record that a step (keyword, agenda, draft tried/done, alert) happened."""
-        if step not in ("keyword_done", "agenda_done", "draft_tried", "draft_done", "alert_done"):
+    def unfinished(self) -> list[Contact]:
+        """Contacts that failed MAX_ATTEMPTS passes running and are still not done."""
+        rows = self._execute(
+            "SELECT * FROM contact WHERE done_at IS NULL AND attempts >= ? "
+            "ORDER BY risk DESC, received, key", (MAX_ATTEMPTS,),
+        )
+        return [_row(r) for r in rows]
+
+    def mark(self, keys: Iterable[str], step: str, value: int = DONE) -> None:
+        """Record that a step (marks, agenda, draft tried/done, alert) happened."""
+        if step not in ("keyword_done", "risk_done", "agenda_done", "draft_tried",
+                        "draft_done", "alert_done"):
             raise ValueError(step)
         with self.transaction():
             for key in keys:
-                self._execute(f"UPDATE contact SET {step} = 1 WHERE key = ?", (key,))
+                self._execute(f"UPDATE contact SET {step} = ? WHERE key = ?", (value, key))
 
-    def failed(self, key: str, error: str) -> None:
+    def failed(self, key: str, error: str, now: datetime) -> None:
         self._execute(
-            "UPDATE contact SET attempts = attempts + 1, last_error = ? WHERE key = ?",
-            (error, key),
+            "UPDATE contact SET attempts = attempts + 1, last_error = ?, last_attempt = ? "
+            "WHERE key = ?",
+            (error, now.astimezone(UTC).isoformat(), key),
         )
+
+    # -- messages that could not be read ----------------------------------------
+
+    def unread_due(self, mailbox: str, uidvalidity: int, now: datetime) -> list[int]:
+        rows = self._execute(
+            "SELECT uid FROM unread WHERE mailbox = ? AND uidvalidity = ? "
+            "AND (attempts < ? OR last <= ?) ORDER BY uid",
+            (mailbox, uidvalidity, *self._due_args(now)),
+        )
+        return [r[0] for r in rows]
+
+    def note_unread(
+        self, mailbox: str, uidvalidity: int, uid: int, received: datetime | None,
+        error: str, now: datetime,
+    ) -> None:
+        at = now.astimezone(UTC).isoformat()
+        self._execute(
+            "INSERT INTO unread VALUES (?, ?, ?, ?, ?, 1, ?, ?) "
+            "ON CONFLICT(mailbox, uidvalidity, uid) DO UPDATE SET "
+            "attempts = attempts + 1, error = excluded.error, last = excluded.last, "
+            "received = COALESCE(excluded.received, received)",
+            (mailbox, uidvalidity, uid,
+             received.astimezone(UTC).isoformat() if received else None, error, at, at),
+        )
+
+    def clear_unread(self, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> None:
+        for uid in uids:
+            self._execute(
+                "DELETE FROM unread WHERE mailbox = ? AND uidvalidity = ? AND uid = ?",
+                (mailbox, uidvalidity, uid),
+            )
+
+    def forget_unread(self, mailbox: str, keep_uidvalidity: int) -> None:
+        """The mailbox was renumbered: old UIDs mean nothing now (a rescan finds them)."""
+        self._execute(
+            "DELETE FROM unread WHERE mailbox = ? AND uidvalidity != ?",
+            (mailbox, keep_uidvalidity),
+        )
+
+    def unreadable(self) -> list[Unread]:
+        """Messages still unread after MAX_ATTEMPTS tries, for the digest."""
+        rows = self._execute(
+            "SELECT * FROM unread WHERE attempts >= ? ORDER BY first, uid", (MAX_ATTEMPTS,)
+        )
+        return [Unread(r["mailbox"], r["uidvalidity"], r["uid"], _dt(r["received"]),
+                       r["error"], r["attempts"], datetime.fromisoformat(r["first"]),
+                       datetime.fromisoformat(r["last"])) for r in rows]
 
     def complete(self, keys: Iterable[str], now: datetime, keep_subject: bool) -> None:
         """All steps done: close the contacts and drop what is no longer needed."""
@@ -334,10 +571,8 @@ class Store:
         return [_row(r) for r in rows]
 
     def contacts(self, keys: Iterable[str]) -> list[Contact]:
-        keys = list(keys)
         out: list[Contact] = []
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
+        for chunk in _chunks(list(keys)):
             rows = self._execute(
                 f"SELECT * FROM contact WHERE key IN ({','.join('?' * len(chunk))})", chunk
             )
@@ -397,6 +632,9 @@ class Store:
                     "DELETE FROM problem WHERE what = ? AND times = ?", (p.what, p.times)
                 )
 
+    def digests_made(self) -> int:
+        return int(self._execute("SELECT COUNT(*) FROM digest").fetchone()[0])
+
     def last_digest_at(self) -> datetime | None:
         row = self._execute("SELECT MAX(delivered_at) FROM digest").fetchone()
         return _dt(row[0])
@@ -411,4 +649,5 @@ class Store:
             self._execute(
                 "DELETE FROM digest WHERE delivered_at IS NOT NULL AND created_at < ?", (when,)
             )
+            self._execute("DELETE FROM unread WHERE first < ?", (when,))
         return int(gone)

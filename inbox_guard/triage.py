@@ -4,7 +4,16 @@
 makes it exactly-once: every decision is written to the store (with the new mailbox
 position) *before* the mailbox or the disk is touched, and each step is recorded as it
 completes, so a pass cut short anywhere is finished by the next one, and a step that
-might have happened (a draft APPENDed just before a crash) is checked before redoing.
+might have happened (a draft APPENDed just before a crash) is looked for before it is
+done again.
+
+Faults stay with their message. Whatever goes wrong while reading, screening,
+composing or recording one message, and any command the server refuses for it, is
+reported for that message alone and retried on later passes (each pass up to
+``store.MAX_ATTEMPTS`` times, then daily, listed in every digest until done); only a
+lost connection or an unusable state file ends a pass early. The steps run safety
+first: the risk marks and the alert come before anything that can fail for other
+reasons, and no step waits for another to succeed.
 """
 
 from __future__ import annotations
@@ -12,11 +21,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 
@@ -24,13 +33,16 @@ from . import agenda, compose, risk, rules
 from .config import Settings
 from .decide import Arrival, Candidate, classify, plan
 from .deliver import deliver
-from .errors import ConnectError, InboxGuardError, MailboxError, StoreError
-from .mailbox import Mailbox, Status
-from .store import Contact, Store
+from .errors import ConnectError, ConnectionLost, StoreError
+from .mailbox import Fetched, Mailbox, Status
+from .store import GONE, Contact, Store
 
 log = logging.getLogger(__name__)
 
 DRAFT_FLAGS = ("\\Draft", "\\Seen")
+T = TypeVar("T")
+R = TypeVar("R")
+REDIALS = 30  # logins again per pass after the server hung up on a read
 
 
 @dataclass
@@ -47,6 +59,62 @@ class PassResult:
             "ignored": self.ignored,
             "errors": self.errors,
         }
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for the log, the JSON and the digest (never a traceback)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+class _Redials:
+    """How often one pass may log in again after the server hung up on a read."""
+
+    def __init__(self, mailbox: Mailbox, budget: int = REDIALS) -> None:
+        self.mailbox = mailbox
+        self.left = budget
+
+    def __call__(self, exc: ConnectError) -> None:
+        if self.left <= 0:
+            raise exc
+        self.left -= 1
+        log.warning("the server hung up (%s); logging in again to go on without the "
+                    "message at fault", exc)
+        self.mailbox.reconnect()
+
+
+def _isolate(
+    items: Sequence[T], work: Callable[[list[T]], R], fault: Callable[[T, Exception], None],
+    redial: _Redials | None = None,
+) -> Iterator[tuple[list[T], R]]:
+    """Run ``work`` over ``items`` in one go; when the server refuses it (or anything
+    else goes wrong but the state file), halve and try again, so the one item at
+    fault is found and reported without holding back the others. With ``redial``,
+    also when the server hangs up (it may, on a message it cannot read): log in
+    again and go on. Only for work that is safe to repeat (reads, STORE +FLAGS)."""
+    if not items:
+        return
+    try:
+        yield list(items), work(list(items))
+    except ConnectionLost as exc:
+        if redial is None:
+            raise
+        redial(exc)
+        if len(items) == 1:
+            fault(items[0], exc)
+            return
+        mid = len(items) // 2
+        yield from _isolate(items[:mid], work, fault, redial)
+        yield from _isolate(items[mid:], work, fault, redial)
+    except (ConnectError, StoreError):
+        raise  # a timeout or a refused login is the server's trouble, not a message's
+    except Exception as exc:
+        if len(items) == 1:
+            fault(items[0], exc)
+            return
+        mid = len(items) // 2
+        yield from _isolate(items[:mid], work, fault, redial)
+        yield from _isolate(items[mid:], work, fault, redial)
 
 
 def _agenda_display(settings: Settings, c: Contact) -> str:
@@ -66,29 +134,44 @@ def _sender_forms(settings: Settings) -> list[str]:
     return forms
 
 
+@dataclass
+class _Read:
+    """What the pass learnt from the inbox."""
+
+    status: Status
+    top: int  # the highest UID now handled
+    rescan: bool  # first pass, or the server renumbered the inbox
+    candidates: list[Candidate] = field(default_factory=list)
+    faults: dict[int, tuple[datetime | None, str]] = field(default_factory=dict)
+    read_ok: set[int] = field(default_factory=set)  # UIDs read without a fault
+    retried: list[int] = field(default_factory=list)  # unread UIDs tried again
+    redial: _Redials | None = None
+
+
 def _read_new(
     settings: Settings, mailbox: Mailbox, store: Store, now: datetime, read_only: bool,
     result: PassResult,
-) -> tuple[list[tuple[Candidate, str]], Status | None, int]:
-    """Fetch headers of what is new; return candidates with keys, the status, top UID.
-    The status is None when nothing is new or pending (the inbox was not opened)."""
+) -> _Read | None:
+    """Fetch the headers of what is new (and of what could not be read before), and
+    classify it. None when nothing is new or pending (the inbox was not opened)."""
     inbox = settings.main.account.inbox
     pos = store.position(inbox)
     kept = mailbox.is_open(inbox, read_only)
-    if pos is not None and not store.has_pending():
+    if pos is not None and not store.has_pending(now):
         # The quiet case costs one command whatever the mailbox size: on the service's
         # kept connection a NOOP; otherwise a STATUS (a SELECT of 100k messages
         # takes over 100 ms).
         if kept:
             if not mailbox.has_news():
-                return [], None, pos[1]
+                return None
         else:
             uidvalidity, uidnext = mailbox.quick_status(inbox)
             if uidvalidity == pos[0] and uidnext is not None and uidnext <= pos[1] + 1:
-                return [], None, pos[1]
+                return None
     status = mailbox.open(inbox, read_only=read_only)
     cutoff: datetime | None = None
     if pos is None or pos[0] != status.uidvalidity:
+        rescan = True
         if pos is not None:
             log.warning(
                 "UIDVALIDITY of %s changed (%s -> %s): rescanning the last %d days",
@@ -101,14 +184,29 @@ def _read_new(
         uids = mailbox.uids_since_from(day, _sender_forms(settings)) if cutoff < now else []
         top = status.uidnext - 1 if status.uidnext else mailbox.highest_uid()
     elif not kept and status.uidnext is not None and status.uidnext <= pos[1] + 1:
-        uids, top = [], pos[1]  # nothing new: no SEARCH, no FETCH
+        rescan, uids, top = False, [], pos[1]  # nothing new: no SEARCH, no FETCH
     else:
-        uids = mailbox.uids_after(pos[1])
-        top = pos[1]
+        rescan, uids, top = False, mailbox.uids_after(pos[1]), pos[1]
     top = max([top, *uids])
+    read = _Read(status=status, top=top, rescan=rescan, redial=_Redials(mailbox))
+    if not rescan:
+        fresh = set(uids)
+        read.retried = [u for u in store.unread_due(inbox, status.uidvalidity, now)
+                        if u not in fresh]
 
-    candidates: list[tuple[Candidate, str]] = []
-    for f in mailbox.fetch_headers(uids, rules.FIELDS) if uids else ():
+    def fault(uid: int, exc: Exception, received: datetime | None = None,
+              what: str = "reading") -> None:
+        log.warning("uid %s: %s failed: %s", uid, what, _reason(exc))
+        read.faults[uid] = (received, f"{what}: {_reason(exc)}")
+
+    wanted = sorted(set(uids) | set(read.retried))
+    fetched: list[Fetched] = []
+    for _batch, got in _isolate(
+        wanted, lambda batch: list(mailbox.fetch_headers(batch, rules.FIELDS)), fault,
+        read.redial,
+    ):
+        fetched.extend(got)
+    for f in fetched:
         if cutoff is not None and f.internaldate < cutoff:
             continue
         result.scanned += 1
@@ -116,9 +214,9 @@ def _read_new(
             headers = rules.parse(f.header)
             cand = classify(Arrival(f.uid, f.internaldate, headers), settings)
         except Exception as exc:  # a hostile message must not stop the pass
-            log.warning("uid %s: cannot read headers: %s", f.uid, exc)
-            result.errors.append({"uid": f.uid, "error": f"cannot read headers: {exc}"})
+            fault(f.uid, exc, f.internaldate)
             continue
+        read.read_ok.add(f.uid)
         if cand is None:
             continue
         if cand.ignored:
@@ -126,47 +224,115 @@ def _read_new(
                 {"uid": f.uid, "client": cand.client.id, "reason": cand.ignored}
             )
             continue
-        candidates.append((cand, compose.message_key(headers, f.internaldate)))
-    return candidates, status, top
+        read.candidates.append(cand)
+    return read
 
 
 def _screen(
-    settings: Settings, mailbox: Mailbox, candidates: list[Candidate]
+    settings: Settings, mailbox: Mailbox, candidates: list[Candidate], read: _Read
 ) -> dict[int, bool]:
-    """Risk words in the subject or the first 64 KiB of the text part, per UID."""
-    parts = {c.arrival.uid: rules.text_part(c.arrival.headers) for c in candidates}
-    windows = mailbox.text_windows(parts, risk.WINDOW)
+    """Risk words in the subject or the first 64 KiB of the text part, per UID. A
+    message whose text cannot be fetched or read is a fault of that message."""
+    def fault(uid: int, exc: Exception) -> None:
+        log.warning("uid %s: risk screen failed: %s", uid, _reason(exc))
+        read.faults[uid] = (by_uid[uid].arrival.received, f"risk screen: {_reason(exc)}")
+
+    by_uid = {c.arrival.uid: c for c in candidates}
+    parts: dict[int, tuple[str, str, str] | None] = {}
+    for uid, c in by_uid.items():
+        try:
+            parts[uid] = rules.text_part(c.arrival.headers)
+        except Exception as exc:
+            fault(uid, exc)
+    windows: dict[int, Any] = {}
+    for _batch, got in _isolate(
+        sorted(parts),
+        lambda batch: mailbox.text_windows({u: parts[u] for u in batch}, risk.WINDOW),
+        fault, read.redial,
+    ):
+        windows.update(got)
     out = {}
-    for c in candidates:
-        texts = [c.arrival.headers.subject]
-        w = windows.get(c.arrival.uid)
-        if w is not None:
-            texts.append(risk.decode_part(w.raw, w.encoding, w.charset, w.subtype))
-        out[c.arrival.uid] = bool(risk.screen(texts, settings.main.risk.phrases))
-        if out[c.arrival.uid]:
-            log.warning("uid %s (client %s): risk words found (%s)", c.arrival.uid,
-                        c.client.id, risk.DISCLAIMER)
+    for uid in sorted(parts):
+        if uid in read.faults:
+            continue
+        c = by_uid[uid]
+        try:
+            texts = [c.arrival.headers.subject]
+            w = windows.get(uid)
+            if w is not None:
+                texts.append(risk.decode_part(w.raw, w.encoding, w.charset, w.subtype))
+            out[uid] = bool(risk.screen(texts, settings.main.risk.phrases))
+        except Exception as exc:
+            fault(uid, exc)
+            continue
+        if out[uid]:
+            log.warning("uid %s (client %s): risk words found (%s)", uid, c.client.id,
+                        risk.DISCLAIMER)
     return out
 
 
+def _identify(
+    store: Store, candidates: list[Candidate], uidvalidity: int,
+) -> tuple[dict[int, str], dict[int, str], list[int]]:
+    """The key of each candidate, which are new (UID -> key) and which are known, and
+    the UIDs of later copies of one message.
+
+    A message's key is the same under any UID or UIDVALIDITY (its Message-ID, sender
+    and arrival time); copies of it with all three the same (a duplicate delivery) are
+    numbered in UID order. A known key seen at a new UID was renumbered by the server:
+    its record moves there."""
+    bases = {c.arrival.uid: compose.message_key(c.arrival.headers, c.arrival.received)
+             for c in candidates}
+    stored = store.copies(set(bases.values()))
+    counted: dict[str, int] = {}
+    keys: dict[int, str] = {}
+    fresh: dict[int, str] = {}
+    copies: list[int] = []
+    for uid in sorted(bases):
+        base = bases[uid]
+        rows = stored.get(base, [])
+        same = [k for k, uv, u in rows if uv == uidvalidity and u == uid]
+        if same:
+            keys[uid] = same[0]
+            continue
+        n = sum(1 for _, uv, _ in rows if uv == uidvalidity) + counted.get(base, 0) + 1
+        counted[base] = counted.get(base, 0) + 1
+        key = compose.copy_key(base, n)
+        keys[uid] = key
+        if n > 1:
+            copies.append(uid)
+        if any(k == key for k, _, _ in rows):
+            store.relocate(key, uidvalidity, uid)
+        else:
+            fresh[uid] = key
+    return keys, fresh, copies
+
+
 def _plan_and_record(
-    settings: Settings, mailbox: Mailbox, store: Store, now: datetime,
-    candidates: list[tuple[Candidate, str]], uidvalidity: int, top: int,
+    settings: Settings, mailbox: Mailbox, store: Store, now: datetime, read: _Read,
 ) -> None:
     inbox = settings.main.account.inbox
-    known = store.known(k for _, k in candidates)
-    fresh = {c.arrival.uid: (c, k) for c, k in candidates if k not in known}
-    risky = _screen(settings, mailbox, [c for c, _ in fresh.values()]) if fresh else {}
+    uidvalidity = read.status.uidvalidity
+    with store.transaction():
+        _keys, fresh, copies = _identify(store, read.candidates, uidvalidity)
+    new = [c for c in read.candidates if c.arrival.uid in fresh]
+    risky = _screen(settings, mailbox, new, read) if new else {}
+    ready = [c for c in new if c.arrival.uid not in read.faults]
+    ids = {c.arrival.headers.message_id for c in ready} - {None}
     decisions = plan(
-        (c for c, _ in fresh.values()), settings, now, store.drafted_windows(), risky
+        ready, settings, now, store.drafted_windows(), risky,
+        drafted_ids=store.drafted_message_ids(i for i in ids if i is not None), copies=copies,
     )
+    by_uid = {c.arrival.uid: c for c in ready}
     with store.transaction():
         for d in decisions:
-            cand, key = fresh[d.uid]
+            cand = by_uid[d.uid]
             h = cand.arrival.headers
+            key = fresh[d.uid]
             store.add(
                 Contact(
-                    key=key, client=d.client, mailbox=inbox, uidvalidity=uidvalidity,
+                    key=key, base=compose.message_key(h, cand.arrival.received),
+                    client=d.client, mailbox=inbox, uidvalidity=uidvalidity,
                     uid=d.uid, received=d.received, address=d.address,
                     message_id=h.message_id, refs=h.references, subject=h.subject,
                     draft=d.draft, suppressed=d.suppressed, window=d.window,
@@ -175,24 +341,100 @@ def _plan_and_record(
                 ),
                 now,
             )
-        store.set_position(inbox, uidvalidity, top)
+        if read.rescan:
+            store.forget_unread(inbox, uidvalidity)
+        for uid, (received, error) in read.faults.items():
+            store.note_unread(inbox, uidvalidity, uid, received, error, now)
+        # Tried again and read this time, or gone from the inbox: nothing left to retry.
+        store.clear_unread(inbox, uidvalidity,
+                           [u for u in read.retried if u not in read.faults])
+        store.set_position(inbox, uidvalidity, read.top)
+
+
+class _Failures:
+    """What went wrong this pass, per contact and step ("draft: ...")."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, list[str]] = {}
+
+    def __call__(self, c: Contact, step: str, exc: BaseException | str) -> None:
+        why = exc if isinstance(exc, str) else _reason(exc)
+        log.error("uid %s (client %s): %s: %s", c.uid, c.client, step, why)
+        self.by_key.setdefault(c.key, []).append(f"{step}: {why}")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.by_key
+
+    def text(self, key: str) -> str:
+        return "; ".join(self.by_key[key])
+
+
+def _relocate(
+    mailbox: Mailbox, store: Store, status: Status, pending: list[Contact],
+    failures: _Failures,
+) -> bool:
+    """Marks planned under an old UIDVALIDITY are re-resolved, never assumed: the
+    message is looked up by Message-ID and arrival time. One that has left the inbox
+    cannot be marked, and the store says so (not "done"). True if any moved."""
+    moved = False
+    for c in pending:
+        unmarked = not c.keyword_done or (c.risk and not c.risk_done)
+        if c.uidvalidity == status.uidvalidity or not unmarked:
+            continue
+        try:
+            uid = mailbox.find_uid(c.message_id, c.address, c.received)
+        except (ConnectError, StoreError):
+            raise
+        except Exception as exc:
+            failures(c, "mark", exc)
+            continue
+        if uid is None:
+            log.warning("uid %s (client %s): the message left the inbox before it could "
+                        "be marked", c.uid, c.client)
+            store.mark([c.key], "keyword_done", GONE)
+            if c.risk:
+                store.mark([c.key], "risk_done", GONE)
+        else:
+            store.relocate(c.key, status.uidvalidity, uid)
+        moved = True
+    return moved
+
+
+def _mark(
+    settings: Settings, mailbox: Mailbox, store: Store, due: list[Contact],
+    flags: list[str], step: str, failures: _Failures,
+) -> None:
+    """STORE +FLAGS on the due messages; a refused STORE is narrowed to the message
+    it concerns, and a message is recorded as marked only when the server said OK."""
+    if not due:
+        return
+    status = mailbox.open(settings.main.account.inbox, read_only=False)
+    by_uid: dict[int, list[Contact]] = {}
+    for c in due:
+        if c.uidvalidity != status.uidvalidity:
+            failures(c, "mark", "the server renumbered the inbox; the next pass finds it")
+            continue
+        by_uid.setdefault(c.uid, []).append(c)
+
+    def refused(uid: int, exc: Exception) -> None:
+        for c in by_uid[uid]:
+            failures(c, "mark", exc)
+
+    for uids, _ in _isolate(sorted(by_uid), lambda b: mailbox.add_flags(b, flags), refused):
+        store.mark((c.key for u in uids for c in by_uid[u]), step)
 
 
 def _do_steps(
     settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool,
     status: Status, result: PassResult, stop: threading.Event | None,
 ) -> None:
-    """Do what the store says is pending, in batches: one STORE, one write per agenda
-    file, one APPEND (MULTIAPPEND) for the drafts, one transaction per step. A failure
-    that belongs to one message is recorded for it alone; a lost connection stops the
-    pass, and whatever is left is pending for the next one."""
+    """Do what the store says is pending, safety first, each step in batches (one
+    STORE, one write per agenda file, one MULTIAPPEND for the drafts) and recorded as
+    it completes. A failure that belongs to one message is recorded for it alone; a
+    lost connection stops the pass, and whatever is left is pending for the next."""
     main = settings.main
-    pending = store.pending()
-    failed: dict[str, str] = {}
-
-    def fail(c: Contact, exc: Exception) -> None:
-        log.error("uid %s (client %s): %s", c.uid, c.client, exc)
-        failed[c.key] = str(exc)
+    pending = store.pending(now)
+    failures = _Failures()
 
     def stopping() -> bool:
         if stop is not None and stop.is_set():
@@ -201,42 +443,44 @@ def _do_steps(
         return False
 
     if pending and not dry_run:
-        # Mark: one STORE for all, one more for risk, on UIDs that are still valid.
-        unmarked = [c for c in pending if not c.keyword_done]
-        live = [c for c in unmarked if c.uidvalidity == status.uidvalidity]
-        if live:
-            mailbox.add_flags([c.uid for c in live], [main.triage.keyword])
-            risky = [c.uid for c in live if c.risk]
-            if risky:
-                mailbox.add_flags(risky, [main.risk.keyword, "\\Flagged"])
-        store.mark((c.key for c in unmarked), "keyword_done")
-        # The notes before the drafts: they need only the disk, so a Drafts problem
-        # cannot keep a contact off the agenda.
-        if stopping():
-            return
-        _notes(settings, store, [c for c in pending if not c.agenda_done], fail)
-        if stopping():
-            return
+        if _relocate(mailbox, store, status, pending, failures):
+            keys = {c.key for c in pending}
+            pending = [c for c in store.pending(now) if c.key in keys]
+        # 1. Risk: its keyword and \Flagged, then the alert, before anything else.
+        _mark(settings, mailbox, store, [c for c in pending if c.risk and not c.risk_done],
+              [main.risk.keyword, "\\Flagged"], "risk_done", failures)
         env = compose.env_for(settings)
-        _drafts(settings, env, mailbox, store, now,
-                [c for c in pending if c.draft and not c.draft_done and c.key not in failed],
-                fail)
         for c in pending:
-            if c.alert and not c.alert_done and c.key not in failed:
+            if c.alert and not c.alert_done:
                 try:
                     _alert(settings, env, mailbox, store, c, now)
                 except (ConnectError, StoreError):
                     raise
-                except (InboxGuardError, jinja2.TemplateError, ValueError) as exc:
-                    fail(c, exc)
-        done = [c.key for c in pending if c.key not in failed]
-        store.complete(done, now, keep_subject=main.digest.include_subjects)
-        for key, error in failed.items():
-            store.failed(key, error)
+                except Exception as exc:
+                    failures(c, "alert", exc)
+        if stopping():
+            return
+        # 2. The out-of-hours keyword.
+        _mark(settings, mailbox, store, [c for c in pending if not c.keyword_done],
+              [main.triage.keyword], "keyword_done", failures)
+        # 3. The notes before the drafts: they need only the disk.
+        if stopping():
+            return
+        _notes(settings, store, [c for c in pending if not c.agenda_done], failures)
+        if stopping():
+            return
+        # 4. The holding replies.
+        _drafts(settings, env, mailbox, store, now,
+                [c for c in pending if c.draft and not c.draft_done], failures)
+        store.complete([c.key for c in pending if c.key not in failures], now,
+                       keep_subject=main.digest.include_subjects)
+        with store.transaction():
+            for key in failures.by_key:
+                store.failed(key, failures.text(key), now)
 
     for c in pending:
-        if c.key in failed:
-            result.errors.append({"uid": c.uid, "error": failed[c.key]})
+        if c.key in failures:
+            result.errors.append({"uid": c.uid, "error": failures.text(c.key)})
             continue
         result.flagged.append(
             {
@@ -256,10 +500,7 @@ def _do_steps(
         )
 
 
-def _notes(
-    settings: Settings, store: Store, contacts: list[Contact],
-    fail: Callable[[Contact, Exception], None],
-) -> None:
+def _notes(settings: Settings, store: Store, contacts: list[Contact], failures: _Failures) -> None:
     """Agenda lines, one write per file."""
     files: dict[tuple[str, str], list[Contact]] = {}
     for c in contacts:
@@ -267,46 +508,45 @@ def _notes(
     with_subject = settings.main.agenda.include_subjects
     for (client_id, _), group in files.items():
         client = settings.clients.get(client_id)
-        lines = [
-            (agenda.note_line(c.received.astimezone(settings.tz),
-                              c.subject if with_subject else None, c.key), c.key)
-            for c in group
-        ]
         try:
-            agenda.add_notes(settings.agenda_dir, client_id, client.name if client else client_id,
-                             group[0].session, lines)
-        except (OSError, ValueError) as exc:
+            lines = [
+                (agenda.note_line(c.received.astimezone(settings.tz),
+                                  c.subject if with_subject else None, c.key), c.key)
+                for c in group
+            ]
+            agenda.add_notes(settings.agenda_dir, client_id,
+                             client.name if client else client_id, group[0].session, lines)
+        except Exception as exc:
             for c in group:
-                fail(c, exc)
+                failures(c, "agenda", exc)
             continue
         store.mark((c.key for c in group), "agenda_done")
 
 
 def _drafts(
     settings: Settings, env: jinja2.Environment, mailbox: Mailbox, store: Store, now: datetime,
-    due: list[Contact], fail: Callable[[Contact, Exception], None],
+    due: list[Contact], failures: _Failures,
 ) -> None:
-    """Holding replies into Drafts: recorded as tried, APPENDed together, recorded done."""
+    """Holding replies into Drafts. Each draft's Message-ID is derived from its message,
+    so before any APPEND the folder is searched for it: a draft appended before a crash,
+    by an overlapping run or before the state file was lost is found, never made twice.
+    A draft is recorded as done only when the server answered OK."""
     if not due:
         return
     try:
         folder = mailbox.find_drafts(settings.main.account.drafts)
-    except ConnectError:
+        ids = {c.key: compose.draft_message_id(c.key, settings) for c in due}
+        there = mailbox.existing_message_ids(folder, list(ids.values()))
+    except (ConnectError, StoreError):
         raise
-    except MailboxError as exc:
+    except Exception as exc:
         for c in due:
-            fail(c, exc)
+            failures(c, "draft", exc)
         return
-    # A draft APPENDed just before a crash is found, not made again.
-    found = [
-        c.key for c in due
-        if c.draft_tried
-        and mailbox.has_message_id(folder, compose.draft_message_id(c.key, settings))
-    ]
-    store.mark(found, "draft_done")
+    store.mark([c.key for c in due if ids[c.key] in there], "draft_done")
     todo: list[tuple[Contact, bytes]] = []
     for c in due:
-        if c.key in found:
+        if ids[c.key] in there:
             continue
         client = settings.clients.get(c.client)
         try:
@@ -316,11 +556,17 @@ def _drafts(
                 now=now, template=client.draft_template if client else None,
             )
             todo.append((c, msg.as_bytes()))
-        except (jinja2.TemplateError, ValueError) as exc:
-            fail(c, exc)
+        except Exception as exc:
+            failures(c, "draft", exc)
+    if not todo:
+        return
     store.mark((c.key for c, _ in todo), "draft_tried")
-    mailbox.append_many(folder, [raw for _, raw in todo], DRAFT_FLAGS, now)
-    store.mark((c.key for c, _ in todo), "draft_done")
+    answers = mailbox.append_each(folder, [raw for _, raw in todo], DRAFT_FLAGS, now)
+    for (c, _), refused in zip(todo, answers, strict=True):
+        if refused is not None:
+            failures(c, "draft", refused)
+    store.mark((c.key for (c, _), refused in zip(todo, answers, strict=True)
+                if refused is None), "draft_done")
 
 
 def _alert(
@@ -350,13 +596,15 @@ def run_pass(
 ) -> PassResult:
     """One triage pass over the inbox. With ``dry_run`` the store must be a snapshot.
 
-    ``stop``, when set, ends the pass between two messages (the service's shutdown).
+    ``stop``, when set, ends the pass between two steps (the service's shutdown).
     """
     result = PassResult()
-    candidates, status, top = _read_new(settings, mailbox, store, now, dry_run, result)
-    if status is not None:
-        _plan_and_record(settings, mailbox, store, now, candidates, status.uidvalidity, top)
-        _do_steps(settings, mailbox, store, now, dry_run, status, result, stop)
+    read = _read_new(settings, mailbox, store, now, dry_run, result)
+    if read is not None:
+        _plan_and_record(settings, mailbox, store, now, read)
+        for uid, (_, error) in sorted(read.faults.items()):
+            result.errors.append({"uid": uid, "error": error})
+        _do_steps(settings, mailbox, store, now, dry_run, read.status, result, stop)
     if not dry_run:
         store.purge(now - timedelta(days=settings.main.state.retain_days))
     return result

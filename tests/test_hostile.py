@@ -127,7 +127,7 @@ def test_drafts_folder_missing_is_an_error_per_message_and_the_note_is_still_mad
     uid = account.append(message(), SUNDAY_NIGHT)
     result = p.once_json(capsys, "--now", MONDAY_8)
     assert result["flagged"] == []
-    assert result["errors"] == [{"uid": uid, "error": "account.drafts: folder 'Entwürfe' does not exist"}]
+    assert result["errors"] == [{"uid": uid, "error": "draft: account.drafts: folder 'Entwürfe' does not exist"}]
     assert account.snapshot()[uid]["flags"] == {KW}
     assert (p.agendas / "jane-doe" / "2026-11-18.md").exists()
     # The practitioner creates the folder; the next pass finishes the job.

@@ -116,10 +116,18 @@ def test_corrupt_state_file_is_a_clear_error_and_is_left_for_inspection(
     practice: Practice, account: Account
 ) -> None:
     practice.state.parent.mkdir(parents=True)
-    practice.state.write_bytes(b"this is not a database" * 100)
+    damaged = b"SQLite format 3\x00" + b"this is not a database" * 100
+    practice.state.write_bytes(damaged)
     done = cli(practice, "once", password=account.password)
     assert done.returncode == 1
     assert done.stderr.startswith(f"inbox-guard: {practice.state}: cannot use the state file")
+    assert done.stderr.count("\n") == 1
+    assert practice.state.read_bytes() == damaged
+    # Not SQLite at all: state.path names the wrong file, a configuration error.
+    practice.state.write_bytes(b"this is not a database" * 100)
+    done = cli(practice, "once", password=account.password)
+    assert done.returncode == 2
+    assert "is not an inbox-guard state file (left as it is)" in done.stderr
     assert done.stderr.count("\n") == 1
     assert practice.state.read_bytes() == b"this is not a database" * 100
 
