@@ -52,11 +52,13 @@ def main() -> int:
     print(f"seed {args.seed}; {elapsed / 60:.1f} min")
     print(cut.cut_summary())
     print(kill.kill_summary())
+    print(f"hostile messages {cut.hostile + kill.hostile}; errors in passes that met no "
+          f"fault {cut.message_faults + kill.message_faults}")
     problems = cut.mismatches + kill.mismatches
     print(f"mismatches (duplicates, losses, flag changes): {len(problems)}")
     for p in problems:
         print("  " + p)
-    return 1 if problems else 0
+    return 1 if problems or cut.message_faults + kill.message_faults else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import random
 import signal
@@ -32,9 +33,19 @@ from typing import Any, Literal
 
 from inbox_guard.cli import main
 
-from .conftest import PASSWORD_ENV, SAM, Account, Practice, message, write_practice
+from .conftest import (
+    JANE,
+    PASSWORD_ENV,
+    SAM,
+    THERAPIST,
+    Account,
+    Practice,
+    message,
+    write_practice,
+)
 from .dovecot import Dovecot
 from .faults import Cut, CutProxy, Trip
+from .hostile_corpus import corpus
 
 NOW = "2026-11-16T08:00:00+00:00"
 COMMANDS = [b"SELECT", b"UID SEARCH", b"UID FETCH", b"UID STORE", b"APPEND", b"EXAMINE",
@@ -65,6 +76,8 @@ class Tally:
     points: Counter[str] = field(default_factory=Counter)  # kill rounds per chosen point
     reached: Counter[str] = field(default_factory=Counter)  # ... whose worker got there
     landed: Counter[str] = field(default_factory=Counter)  # "point: command" it died at
+    hostile: int = 0  # hostile messages from a client's address in the rounds' mailboxes
+    message_faults: int = 0  # errors reported by passes that were not cut or killed
     mismatches: list[str] = field(default_factory=list)
 
     @property
@@ -84,15 +97,21 @@ class Tally:
         return (f"cut rounds {self.rounds}, cuts {self.cuts}, passes {self.passes} "
                 f"({self.cut_passes} of them cut)")
 
+    def hostile_summary(self) -> str:
+        return (f"hostile messages {self.hostile}; errors in clean passes "
+                f"{self.message_faults}")
+
 
 def scenario(rng: random.Random, due: bool = True) -> list[tuple[bytes, datetime]]:
-    """3-9 synthetic messages: client mail in and out of hours, strangers, machines.
+    """3-9 synthetic messages: client mail in and out of hours, strangers, machines,
+    and hostile mail forged from a client's address (tests/hostile_corpus.py).
     With ``due`` the first is out-of-hours client mail to the therapist, so the pass
     has a keyword to set, a note to write and a draft to make."""
     base = datetime(2026, 11, 13, 17, 30, tzinfo=UTC)  # Friday evening, out of hours
     out = []
     for i in range(rng.randint(3, 9)):
-        kinds = ["jane", "jane", "sam", "in-hours", "stranger", "auto", "risk", "bcc"]
+        kinds = ["jane", "jane", "sam", "in-hours", "stranger", "auto", "risk", "bcc",
+                 "hostile", "hostile"]
         kind = "jane" if due and i == 0 else rng.choice(kinds)
         when = base + timedelta(minutes=rng.randint(0, 60 * 60))  # over the weekend
         mid = f"<r{rng.getrandbits(40):x}.{i}@example.org>"
@@ -109,6 +128,9 @@ def scenario(rng: random.Random, due: bool = True) -> list[tuple[bytes, datetime
             raw = message(message_id=mid, body="I want to end it all tonight\n")
         elif kind == "bcc":
             raw = message(to="list@example.net", message_id=mid)
+        elif kind == "hostile":
+            forged = corpus(rng.choice([JANE, SAM]), THERAPIST, tag=f"r{rng.getrandbits(40):x}")
+            raw = forged[rng.choice(sorted(forged))]
         else:
             raw = message(subject=f"note {i}", message_id=mid)
         out.append((raw, when))
@@ -138,9 +160,19 @@ def outcome(p: Practice) -> dict[str, Any]:
     return {"inbox": by_id("INBOX"), "drafts": by_id("Drafts"), "agendas": agendas}
 
 
-def _once(p: Practice) -> int:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return main(["--config", str(p.config), "once", "--json", "--now", NOW])
+def _once(p: Practice, tally: Tally | None = None) -> int:
+    """One pass; with ``tally``, a pass that should meet no fault: its errors (a
+    message it could not handle) are counted."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["--config", str(p.config), "once", "--json", "--now", NOW])
+    if tally is not None and code == 0:
+        tally.message_faults += len(json.loads(out.getvalue())["errors"])
+    return code
+
+
+def _hostile(mail: list[tuple[bytes, datetime]]) -> int:
+    return sum(b"@hostile.example>" in raw for raw, _ in mail)
 
 
 def _diff(expected: dict[str, Any], actual: dict[str, Any]) -> str:
@@ -182,7 +214,8 @@ def cut_round(server: Dovecot, proxy: CutProxy, root: Path, rng: random.Random,
     fill(ref.account, mail)
     proxy.set(Cut())
     proxy.reset_counts()
-    assert _once(ref) == 0
+    assert _once(ref, tally) == 0
+    tally.hostile += _hostile(mail)
     size = proxy.relayed
     sent = sorted({c for c in COMMANDS for line in proxy.commands
                    if line.split(b" ", 1)[1].upper().startswith(c)})
@@ -202,8 +235,8 @@ def cut_round(server: Dovecot, proxy: CutProxy, root: Path, rng: random.Random,
         tally.cut_passes += proxy.cuts > before
         assert code in (0, 1, 3), code
     proxy.set(Cut())
-    assert _once(p) == 0
-    assert _once(p) == 0  # and a pass after that is quiet and harmless
+    assert _once(p, tally) == 0
+    assert _once(p, tally) == 0  # and a pass after that is quiet and harmless
     tally.passes += 2
     tally.rounds += 1
     problem = _compare(expected, p)
@@ -237,7 +270,8 @@ def kill_round(server: Dovecot, proxy: CutProxy, root: Path, rng: random.Random,
     mail = scenario(rng)
     ref = new_practice(server, root / "ref")
     fill(ref.account, mail)
-    assert _once(ref) == 0
+    assert _once(ref, tally) == 0
+    tally.hostile += _hostile(mail)
     expected = outcome(ref)
 
     p = new_practice(server, root / "killed", port=proxy.port)
@@ -269,8 +303,8 @@ def kill_round(server: Dovecot, proxy: CutProxy, root: Path, rng: random.Random,
         tally.landed[f"{point}: {_held(tripped)}"] += 1
     else:  # the pass had no such step: it must have finished cleanly
         assert worker[0].returncode == 0, (point, worker[0].returncode, err)
-    assert _once(p) == 0
-    assert _once(p) == 0  # and a pass after that is quiet and harmless
+    assert _once(p, tally) == 0
+    assert _once(p, tally) == 0  # and a pass after that is quiet and harmless
     tally.passes += 2
     tally.rounds += 1
     problem = _compare(expected, p)

@@ -28,9 +28,12 @@ def test_cut_connections_leave_the_mailbox_as_a_clean_run_would(
             root = tmp_path / f"r{n}"
             cut_round(dovecot, proxy, root, rng, tally)
             shutil.rmtree(root)
-    print(tally.cut_summary())
+    print(tally.cut_summary(), tally.hostile_summary())
     assert tally.mismatches == [], "\n".join(tally.mismatches)
     assert tally.rounds == CUT_ROUNDS
+    # Forged hostile mail was in the mailboxes, and no pass that met no fault
+    # reported a message it could not handle.
+    assert tally.hostile > 0 and tally.message_faults == 0, tally.hostile_summary()
     # Most faulty passes really lost their connection (the faults are drawn from the
     # reference pass, but a pass resuming after a cut is shorter than a whole one).
     faulty = tally.passes - 2 * CUT_ROUNDS  # each round ends with two clean passes
@@ -49,9 +52,10 @@ def test_killed_worker_leaves_the_mailbox_as_a_clean_run_would(
             root = tmp_path / f"k{n}"
             kill_round(dovecot, proxy, root, rng, tally, point)
             shutil.rmtree(root)
-    print(tally.kill_summary())
+    print(tally.kill_summary(), tally.hostile_summary())
     assert tally.mismatches == [], "\n".join(tally.mismatches)
     assert tally.rounds == KILL_ROUNDS
+    assert tally.hostile > 0 and tally.message_faults == 0, tally.hostile_summary()
     # The kills land mid-pass, at each of the points: every scenario has work to do.
     assert tally.mid_pass >= 0.8, tally.kill_summary()
     assert all(tally.reached[name] >= 1 for name in KILL_POINTS), tally.kill_summary()
