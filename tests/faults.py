@@ -5,7 +5,7 @@ literals, so message text is never taken for a command). It can cut a connection
 after a number of bytes (counted both ways), or when the client sends a chosen
 command, either before forwarding it (the server never sees it) or after (the server
 does it, the client never hears back: the case that tests exactly-once). It can also
-stall a reply.
+stall a reply, or refuse chosen commands the way a server does, with a tagged NO.
 
 A :class:`Trip` is for killing a worker at a point of its progress seen from outside:
 the proxy holds the traffic at that point, calls a hook (which kills the worker and
@@ -29,6 +29,9 @@ class Cut:
     at_command: bytes | None = None  # e.g. b"UID STORE", b"APPEND", b"UID FETCH"
     forward_first: bool = True  # with at_command: let the server have it, then cut
     stall_seconds: float = 0.0  # with at_command: hold the reply back this long instead
+    # A refusing server: a command line this says yes to never reaches the server; the
+    # proxy answers it "NO [SERVERBUG]" itself (for one-line commands such as STORE).
+    refuse: Callable[[bytes], bool] | None = None
 
 
 @dataclass
@@ -260,6 +263,12 @@ class _Conn:
                 return
             cut = self.proxy.cut
             lines = reader.feed(data)
+            if upstream and cut.refuse is not None and any(map(cut.refuse, lines)):
+                assert len(lines) == 1 and data.endswith(b"\r\n"), "refuse one-line commands"
+                tag = lines[0].split(b" ", 1)[0]
+                with contextlib.suppress(OSError):
+                    src.sendall(tag + b" NO [SERVERBUG] refused by the test proxy\r\n")
+                continue
             if upstream and self._client_lines(lines, cut):
                 return
             if not upstream and self._server_lines(lines):

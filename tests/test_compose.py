@@ -220,3 +220,52 @@ def test_catalogues_are_complete(language: str) -> None:
             assert sorted(PLACEHOLDER.findall(s)) == sorted(PLACEHOLDER.findall(text)), (
                 f"{language}: {text!r} -> {s!r} changes the placeholders")
         assert "fuzzy" not in entry.flags
+
+
+@pytest.mark.parametrize(
+    ("language", "far", "near"),
+    [("en", "Wednesday 18 November 2026 at 10:00", "Wednesday 18 November at 10:00"),
+     ("de", "Mittwoch, 18. November 2026 um 10:00 Uhr", "Mittwoch, 18. November um 10:00 Uhr"),
+     ("fr", "mercredi 18 novembre 2026 à 10:00", "mercredi 18 novembre à 10:00"),
+     ("es", "miércoles 18 de noviembre de 2026 a las 10:00",
+      "miércoles 18 de noviembre a las 10:00")],
+)
+def test_a_date_more_than_six_months_away_says_its_year(
+    language: str, far: str, near: str
+) -> None:
+    long_before = datetime(2026, 3, 1, tzinfo=UTC)
+    assert compose.session_text(SESSION, language, long_before) == far
+    assert compose.session_text(SESSION, language, datetime(2026, 11, 1, tzinfo=UTC)) == near
+    assert "2026" in compose.when(SESSION, language, long_before)
+    assert "2026" not in compose.when(SESSION, language, SESSION)
+
+
+def test_the_digest_shows_the_year_of_a_contact_from_long_ago() -> None:
+    d = a_digest(items=1, risk=False)
+    late = Digest(now=datetime(2027, 8, 1, tzinfo=UTC), since=LATE, risk=[],
+                  clients=d.clients)
+    _, text, html = digest_texts("en", late)
+    assert "Sun 22 Nov 2026 23:40" in text and "Sun 22 Nov 2026 23:40" in html
+
+
+@pytest.mark.parametrize(
+    ("language", "heading"),
+    [("en", "COULD NOT COMPLETE"), ("de", "NICHT ABGESCHLOSSEN"), ("fr", "NON TERMINÉ"),
+     ("es", "NO SE PUDO COMPLETAR")],
+)
+def test_the_digest_lists_what_could_not_be_completed_risk_first(
+    language: str, heading: str
+) -> None:
+    from inbox_guard.digest import Unfinished
+
+    stuck = [
+        Unfinished(local=LATE, client="jane-doe", name="Jane", uid=7, risk=True,
+                   error="draft: account.drafts: folder 'Missing' does not exist", attempts=3),
+        Unfinished(local=None, client=None, name=None, uid=9, risk=False,
+                   error="reading: lost the IMAP connection", attempts=5),
+    ]
+    quiet = Digest(now=LATE, since=LATE, risk=[], clients=[], unfinished=stuck)
+    _, text, html = digest_texts(language, quiet)
+    assert heading in text
+    assert text.index("folder 'Missing'") < text.index("UID 9")
+    assert "folder &#39;Missing&#39; does not exist" in html and "(UID 9)" in html

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import encodings
-import encodings.aliases
 import json
-import pkgutil
 import re
 import sqlite3
 import unicodedata
@@ -15,16 +12,8 @@ from hypothesis import strategies as st
 
 from inbox_guard import agenda, risk, rules, text
 
-# Every codec and alias name Python knows, the spellings senders use, and junk.
-CODEC_NAMES = sorted(
-    {m.name for m in pkgutil.iter_modules(encodings.__path__)}
-    | set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values())
-    | {"UTF-8", "utf8", "x-unknown", "", "unicode-1-1-utf-7", "idna", "IDNA", "punycode",
-       "undefined", "unicode_escape", "raw_unicode_escape", "rot13", "base64", "hex",
-       "zlib", "bz2", "uu", "quopri", "mbcs", "oem", "utf-16", "utf_32_be", "x" * 500,
-       "utf-8*en", "\"utf-8\"", "ü", "\x00", "../../etc", "utf-8'en'"}
-)
-charset_names = st.one_of(st.sampled_from(CODEC_NAMES), st.text(max_size=40))
+from .hostile_corpus import CODEC_NAMES, charset_names
+
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 

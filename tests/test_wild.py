@@ -213,6 +213,42 @@ plugin {
         assert [d["To"] for d in drafts(account)] == [JANE]
 
 
+def _in_uid_set(uid: int, line: bytes) -> bool:
+    """Is ``uid`` in the UID set of a ``UID STORE`` command line?"""
+    words = line.split(b" ")
+    if len(words) < 4 or words[1:3] != [b"UID", b"STORE"]:
+        return False
+    for part in words[3].split(b","):
+        low, _, high = part.partition(b":")
+        if int(low) <= uid <= int(high or low):
+            return True
+    return False
+
+
+def test_a_refused_store_is_one_messages_fault_and_its_other_steps_go_on(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    jane = account.append(message(), SUNDAY_NIGHT)
+    sam = account.append(message(sender=SAM), SUNDAY_NIGHT + timedelta(minutes=1))
+    with CutProxy(account.port) as proxy:
+        proxy.set(Cut(refuse=lambda line: _in_uid_set(sam, line)))
+        original = practice.config.read_text()
+        practice.config.write_text(original.replace(f"port = {account.port}",
+                                                    f"port = {proxy.port}"))
+        result = practice.once_json(capsys, "--now", MONDAY_8)
+        practice.config.write_text(original)
+    assert [f["uid"] for f in result["flagged"]] == [jane]
+    assert result["errors"] == [
+        {"uid": sam, "error": "mark: IMAP STORE failed: store failed: [SERVERBUG] refused by "
+                              "the test proxy"}]
+    snap = account.snapshot()
+    assert KW in snap[jane]["flags"] and KW not in snap[sam]["flags"]
+    assert sorted(d["To"] for d in drafts(account)) == [JANE, SAM]  # its draft went on
+    result = practice.once_json(capsys, "--now", MONDAY_8)
+    assert [f["uid"] for f in result["flagged"]] == [sam]
+    assert KW in account.snapshot()[sam]["flags"] and len(drafts(account)) == 2
+
+
 # -- 4. safety first -------------------------------------------------------------------
 
 def test_the_risk_alert_does_not_wait_for_the_draft(
