@@ -14,9 +14,11 @@ import io
 import re
 import textwrap
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
+from email.policy import default as default_policy
 from email.utils import format_datetime
 from importlib import resources
 from pathlib import Path
@@ -283,4 +285,21 @@ def draft(
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = draft_message_id(key, settings)
     msg.set_content(_wrap(body), charset="utf-8")
+    _only_our_headers(msg)
     return msg
+
+
+DRAFT_HEADERS = frozenset({
+    "from", "to", "subject", "in-reply-to", "references", "date", "message-id",
+    "content-type", "content-transfer-encoding", "mime-version",
+})
+
+
+def _only_our_headers(msg: EmailMessage) -> None:
+    """The draft as it will be stored holds our headers and no other, each once: text
+    from the client's message can never add one (a Bcc the practitioner would send)."""
+    back = message_from_bytes(msg.as_bytes(), policy=default_policy)
+    names = [k.lower() for k in back]
+    if set(names) - DRAFT_HEADERS or len(names) != len(set(names)):
+        raise ValueError("the holding reply would carry headers of the client's making; "
+                         "it was not saved")

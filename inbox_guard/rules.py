@@ -27,8 +27,10 @@ FIELDS = (
 
 _MACHINE_LOCALS = {"mailer-daemon", "postmaster", "listserv", "majordomo"}
 _BULK_PRECEDENCE = {"bulk", "list", "junk"}
-# A Message-ID as it may be repeated in a draft's headers: printable ASCII, bounded.
-_MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,250}>")
+# A Message-ID as it may be repeated in a draft's headers: printable ASCII, bounded,
+# and never an encoded word ("=?"), which the email package would decode (CR LF and all)
+# when the draft's In-Reply-To or References is set.
+_MSGID = re.compile(r"<(?:[\x21-\x3b\x40-\x7e]|=(?!\?)|(?<!=)\?){1,250}>")
 MAX_REFERENCES = 20  # the newest are kept; a reply needs no more
 _RE_PREFIX = re.compile(r"^\s*(?:re\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 _WS = re.compile(r"\s+")

@@ -109,7 +109,10 @@ _WS = re.compile(r"\s+")
 
 def shown(text: str, limit: int = 998) -> str:
     """One line of sender text as it may be shown or kept: no controls, no bidi or
-    zero-width characters, white space folded, at most ``limit`` characters."""
+    zero-width characters, white space folded, at most ``limit`` characters, and no
+    encoded-word opener left in it: a subject that decodes to another encoded word
+    would be decoded again by the ``email`` package when a draft's Subject is set,
+    and a CR LF inside would start a new header (a Bcc, say)."""
     text = "".join(_shown(ch) for ch in scrub(text))
-    text = _WS.sub(" ", text).strip()
+    text = _WS.sub(" ", text).strip().replace("=?", "= ?")
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -261,3 +261,35 @@ def test_any_headers_compose_into_a_draft_with_only_our_headers(raw_headers: dic
     assert set(back.keys()) <= allowed
     assert back["To"] == JANE
     assert back["Subject"].startswith("Re: ")
+
+
+def _encoded(text: str, times: int) -> str:
+    """``text`` as an RFC 2047 Q encoded word, ``times`` times over."""
+    for _ in range(times):
+        text = "=?utf-8?q?" + "".join(f"={b:02X}" for b in text.encode()) + "?="
+    return text
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(["Subject", "Message-ID", "References", "From"]),
+       times=st.integers(1, 3),
+       payload=st.sampled_from(["\r\nBcc: mallory@evil.example", "\nX-Evil: 1\n\n",
+                                "\r\nTo: x@y.z\r\nX-Ig: ", "\rSubject: two"]),
+       bracket=st.booleans())
+def test_encoded_words_in_any_header_never_add_a_header_to_the_draft(
+    field: str, times: int, payload: str, bracket: bool
+) -> None:
+    value = _encoded("Hi" + payload, times)
+    if bracket:
+        value = f"<{value}>"
+    h = rules.parse(f"From: jane@example.org\r\n{field}: {value}\r\n".encode())
+    msg = compose.draft(
+        settings=SETTINGS, env=compose.template_env(None), subject=h.subject,
+        message_id=h.message_id, references=h.references, to=JANE, key="k" * 32,
+        session=None, risk=False, now=SUNDAY_NIGHT,
+    )
+    head = msg.as_bytes().split(b"\r\n\r\n", 1)[0].decode("ascii")
+    names = [line.split(":", 1)[0].lower() for line in head.split("\r\n")
+             if line and line[0] not in " \t"]
+    assert sorted(names) == sorted(compose.DRAFT_HEADERS & set(names)), head
+    assert len(names) == len(set(names)), head
