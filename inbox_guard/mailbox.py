@@ -227,6 +227,13 @@ class Mailbox:
         st = self._status
         return self._selected == folder and st is not None and st.read_only == read_only
 
+    def _search(self, criteria: list[Any], charset: str | None = None) -> list[int]:
+        """SEARCH, without the answer of an earlier SEARCH that failed: imaplib keeps
+        untagged responses when a command ends in NO, and imapclient would read them
+        as part of the next answer."""
+        self._c._imap.untagged_responses.pop("SEARCH", None)
+        return list(self._c.search(criteria, charset=charset))
+
     def _forget_news(self) -> tuple[list[bytes], list[bytes]]:
         """Take the EXISTS and EXPUNGE announcements imaplib has collected so far."""
         untagged = self._c._imap.untagged_responses
@@ -323,7 +330,7 @@ class Mailbox:
         # "UID n:*" always includes the highest UID even when it is below n (RFC 3501
         # 6.4.8), so the answer is filtered.
         with _translated("SEARCH"):
-            found = self._c.search(["UID", f"{last_uid + 1}:*"])
+            found = self._search(["UID", f"{last_uid + 1}:*"])
         return sorted(u for u in found if u > last_uid)
 
     def uids_since_from(self, day: date, senders: Sequence[str]) -> list[int]:
@@ -341,11 +348,25 @@ class Mailbox:
             criteria += ["FROM", sender]
         charset = None if all(s.isascii() for s in senders) else "UTF-8"
         with _translated("SEARCH"):
-            return sorted(self._c.search(criteria, charset=charset))
+            return sorted(self._search(criteria, charset=charset))
+
+    def existing_uids(self, uids: Iterable[int]) -> set[int]:
+        """Which of ``uids`` are still in the selected folder."""
+        wanted = set(uids)
+        if not wanted:
+            return set()
+        with _translated("SEARCH"):
+            return wanted & set(self._search(["UID", uid_set(wanted)]))
+
+    def uids_since(self, day: date) -> list[int]:
+        """UIDs since ``day`` (by INTERNALDATE, which the server keeps in its index, so
+        no message file is opened)."""
+        with _translated("SEARCH"):
+            return sorted(self._search(["SINCE", day]))
 
     def highest_uid(self) -> int:
         with _translated("SEARCH"):
-            found = self._c.search(["UID", "*"])
+            found = self._search(["UID", "*"])
         return max(found, default=0)
 
     def fetch_headers(
@@ -380,6 +401,8 @@ class Mailbox:
         # imapclient's fetch() insists on a list of single UIDs (a 100k-long argument
         # that servers reject); this sends the compact set and parses the same way,
         # taking a fast path for the regular answers to header and text fetches.
+        # What an earlier FETCH that ended in NO left behind is not part of this answer.
+        self._c._imap.untagged_responses.pop("FETCH", None)
         data = self._c._raw_command_untagged(
             b"FETCH", [uids.encode(), ("(" + " ".join(parts) + ")").encode()], uid=True
         )
@@ -489,7 +512,7 @@ class Mailbox:
     def has_message_id(self, folder: str, message_id: str) -> bool:
         with _translated(f"SEARCH {folder}"):
             self._look_in(folder)
-            return bool(self._c.search(["HEADER", "Message-ID", message_id]))
+            return bool(self._search(["HEADER", "Message-ID", message_id]))
 
     def existing_message_ids(self, folder: str, message_ids: Sequence[str]) -> set[str]:
         """Which of ``message_ids`` are in ``folder`` already: one SEARCH per 40 (an OR
@@ -507,7 +530,7 @@ class Mailbox:
                     if i < len(chunk) - 1:
                         criteria.append("OR")
                     criteria += ["HEADER", "Message-ID", mid]
-                uids.update(self._c.search(criteria))
+                uids.update(self._search(criteria))
         if not uids:
             return set()
         with _translated(f"FETCH {folder}"):
@@ -518,10 +541,10 @@ class Mailbox:
             found.update(m.decode("ascii", "replace") for m in _MESSAGE_IDS.findall(raw))
         return found & wanted
 
-    def find_uid(self, message_id: str | None, sender: str, received: datetime) -> int | None:
-        """The UID, in the selected folder, of the message with this Message-ID (or, with
-        none, this sender) that arrived at ``received``: for steps planned before the
-        server renumbered the folder (a UIDVALIDITY change)."""
+    def find_uids(self, message_id: str | None, sender: str, received: datetime) -> list[int]:
+        """The UIDs, in the selected folder and in order, of the messages with this
+        Message-ID (or, with none, this sender) that arrived at ``received``: for steps
+        planned before the server renumbered the folder (a UIDVALIDITY change)."""
         if message_id:
             criteria: list[Any] = ["HEADER", "Message-ID", message_id]
         else:
@@ -529,13 +552,13 @@ class Mailbox:
             criteria = ["FROM", sender, "SINCE", day - timedelta(days=1),
                         "BEFORE", day + timedelta(days=2)]
         with _translated("SEARCH"):
-            uids = self._c.search(criteria)
+            uids = self._search(criteria)
         if not uids:
-            return None
+            return []
         with _translated("FETCH"):
             data = self._fetch(uid_set(uids), ["INTERNALDATE"])
-        same = [uid for uid, item in data.items() if item.get(b"INTERNALDATE") == received]
-        return min(same, default=None)
+        return sorted(uid for uid, item in data.items()
+                      if item.get(b"INTERNALDATE") == received)
 
     def append(self, folder: str, message: bytes, flags: Sequence[str], when: datetime) -> None:
         with _translated(f"APPEND {folder}"):

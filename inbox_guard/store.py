@@ -331,7 +331,8 @@ class Store:
         mem = sqlite3.connect(":memory:", isolation_level=None)
         if path.exists():
             try:
-                src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                # as_uri() escapes '#', '?' and '%', which SQLite would read as URI syntax.
+                src = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
                 src.backup(mem)
                 src.close()
             except sqlite3.Error as exc:
@@ -451,15 +452,18 @@ class Store:
     def _due_args(self, now: datetime) -> tuple[int, str]:
         return MAX_ATTEMPTS, (now - RETRY_AFTER).astimezone(UTC).isoformat()
 
-    def has_pending(self, now: datetime) -> bool:
-        """Is any contact or unread message due for another try?"""
+    def has_pending(self, now: datetime, mailbox: str, uidvalidity: int) -> bool:
+        """Is any contact, or any unread message of ``mailbox`` in this numbering, due
+        for another try?"""
         row = self._execute(
             f"SELECT 1 FROM contact WHERE {self._DUE} LIMIT 1", self._due_args(now)
         ).fetchone()
         if row is not None:
             return True
         row = self._execute(
-            "SELECT 1 FROM unread WHERE attempts < ? OR last <= ? LIMIT 1", self._due_args(now)
+            "SELECT 1 FROM unread WHERE mailbox = ? AND uidvalidity = ? "
+            "AND (attempts < ? OR last <= ?) LIMIT 1",
+            (mailbox, uidvalidity, *self._due_args(now)),
         ).fetchone()
         return row is not None
 

@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ from . import agenda, compose, risk, rules
 from .config import Settings
 from .decide import Arrival, Candidate, classify, plan
 from .deliver import deliver
-from .errors import ConnectError, ConnectionLost, StoreError
+from .errors import ConnectError, ConnectionLost, MailboxError, StoreError
 from .mailbox import Fetched, Mailbox, Status
 from .store import GONE, Contact, Store
 
@@ -74,13 +74,15 @@ class _Redials:
         self.mailbox = mailbox
         self.left = budget
 
-    def __call__(self, exc: ConnectError) -> None:
-        if self.left <= 0:
-            raise exc
-        self.left -= 1
+    def __call__(self, exc: ConnectError) -> bool:
+        """Log in again (a failure to raises, ending the pass); True while there is
+        budget left to look for the message at fault, False once the rest of the batch
+        should be reported as not read this time (so the pass still records progress)."""
         log.warning("the server hung up (%s); logging in again to go on without the "
                     "message at fault", exc)
         self.mailbox.reconnect()
+        self.left -= 1
+        return self.left >= 0
 
 
 def _isolate(
@@ -99,9 +101,9 @@ def _isolate(
     except ConnectionLost as exc:
         if redial is None:
             raise
-        redial(exc)
-        if len(items) == 1:
-            fault(items[0], exc)
+        if not redial(exc) or len(items) == 1:
+            for item in items:  # each is tried again on the next pass
+                fault(item, exc)
             return
         mid = len(items) // 2
         yield from _isolate(items[:mid], work, fault, redial)
@@ -134,6 +136,23 @@ def _sender_forms(settings: Settings) -> list[str]:
     return forms
 
 
+def _since_from(mailbox: Mailbox, day: date, senders: list[str]) -> list[int]:
+    """Client mail since ``day``, picked out by the server. SEARCH FROM makes the
+    server open every message file in range, and one it cannot read fails the whole
+    SEARCH (Dovecot hangs up); then all mail since ``day`` is read instead, by header,
+    and the pass picks out client mail itself."""
+    try:
+        return mailbox.uids_since_from(day, senders)
+    except ConnectionLost as exc:
+        log.warning("the server hung up on SEARCH FROM (%s); logging in again", exc)
+        mailbox.reconnect()
+    except ConnectError:
+        raise
+    except MailboxError as exc:
+        log.warning("the server could not search by sender (%s)", _reason(exc))
+    return mailbox.uids_since(day)
+
+
 @dataclass
 class _Read:
     """What the pass learnt from the inbox."""
@@ -157,7 +176,7 @@ def _read_new(
     inbox = settings.main.account.inbox
     pos = store.position(inbox)
     kept = mailbox.is_open(inbox, read_only)
-    if pos is not None and not store.has_pending(now):
+    if pos is not None and not store.has_pending(now, inbox, pos[0]):
         # The quiet case costs one command whatever the mailbox size: on the service's
         # kept connection a NOOP; otherwise a STATUS (a SELECT of 100k messages
         # takes over 100 ms).
@@ -181,12 +200,17 @@ def _read_new(
         # from client addresses; all other mail is recorded as seen, never fetched.
         cutoff = now - timedelta(days=settings.main.triage.lookback_days)
         day = cutoff.date() - timedelta(days=1)  # SEARCH works in the server's whole days
-        uids = mailbox.uids_since_from(day, _sender_forms(settings)) if cutoff < now else []
+        uids = _since_from(mailbox, day, _sender_forms(settings)) if cutoff < now else []
         top = status.uidnext - 1 if status.uidnext else mailbox.highest_uid()
     elif not kept and status.uidnext is not None and status.uidnext <= pos[1] + 1:
         rescan, uids, top = False, [], pos[1]  # nothing new: no SEARCH, no FETCH
     else:
         rescan, uids, top = False, mailbox.uids_after(pos[1]), pos[1]
+        if not kept and status.uidnext is not None:
+            # Everything below UIDNEXT was there when the inbox was selected, and the
+            # SEARCH just now saw it: mail expunged before a pass saw it moves the
+            # position on too, so the next quiet pass stays one STATUS.
+            top = max(top, status.uidnext - 1)
     top = max([top, *uids])
     read = _Read(status=status, top=top, rescan=rescan, redial=_Redials(mailbox))
     if not rescan:
@@ -272,18 +296,21 @@ def _screen(
 
 
 def _identify(
-    store: Store, candidates: list[Candidate], uidvalidity: int,
+    store: Store, mailbox: Mailbox, candidates: list[Candidate], uidvalidity: int,
 ) -> tuple[dict[int, str], dict[int, str], list[int]]:
     """The key of each candidate, which are new (UID -> key) and which are known, and
     the UIDs of later copies of one message.
 
     A message's key is the same under any UID or UIDVALIDITY (its Message-ID, sender
     and arrival time); copies of it with all three the same (a duplicate delivery) are
-    numbered in UID order. A known key seen at a new UID was renumbered by the server:
-    its record moves there."""
+    numbered in UID order. A known key seen at a new UID was renumbered by the server,
+    or left the inbox and came back (archived, then moved back): its record moves
+    there, and it is not a new contact."""
     bases = {c.arrival.uid: compose.message_key(c.arrival.headers, c.arrival.received)
              for c in candidates}
     stored = store.copies(set(bases.values()))
+    here = {u for rows in stored.values() for _, uv, u in rows if uv == uidvalidity}
+    present = mailbox.existing_uids(here) if here else set()
     counted: dict[str, int] = {}
     keys: dict[int, str] = {}
     fresh: dict[int, str] = {}
@@ -294,6 +321,13 @@ def _identify(
         same = [k for k, uv, u in rows if uv == uidvalidity and u == uid]
         if same:
             keys[uid] = same[0]
+            continue
+        left = [k for k, uv, u in rows if uv == uidvalidity and u not in present]
+        if left:  # this copy left the inbox and has come back at a new UID
+            keys[uid] = left[0]
+            store.relocate(left[0], uidvalidity, uid)
+            present.add(uid)
+            stored[base] = [(k, uv, uid if k == left[0] else u) for k, uv, u in rows]
             continue
         n = sum(1 for _, uv, _ in rows if uv == uidvalidity) + counted.get(base, 0) + 1
         counted[base] = counted.get(base, 0) + 1
@@ -314,7 +348,7 @@ def _plan_and_record(
     inbox = settings.main.account.inbox
     uidvalidity = read.status.uidvalidity
     with store.transaction():
-        _keys, fresh, copies = _identify(store, read.candidates, uidvalidity)
+        _keys, fresh, copies = _identify(store, mailbox, read.candidates, uidvalidity)
     new = [c for c in read.candidates if c.arrival.uid in fresh]
     risky = _screen(settings, mailbox, new, read) if new else {}
     ready = [c for c in new if c.arrival.uid not in read.faults]
@@ -377,17 +411,19 @@ def _relocate(
     message is looked up by Message-ID and arrival time. One that has left the inbox
     cannot be marked, and the store says so (not "done"). True if any moved."""
     moved = False
+    taken: set[int] = set()  # two copies never move to one UID
     for c in pending:
         unmarked = not c.keyword_done or (c.risk and not c.risk_done)
         if c.uidvalidity == status.uidvalidity or not unmarked:
             continue
         try:
-            uid = mailbox.find_uid(c.message_id, c.address, c.received)
+            found = mailbox.find_uids(c.message_id, c.address, c.received)
         except (ConnectError, StoreError):
             raise
         except Exception as exc:
             failures(c, "mark", exc)
             continue
+        uid = next((u for u in found if u not in taken), None)
         if uid is None:
             log.warning("uid %s (client %s): the message left the inbox before it could "
                         "be marked", c.uid, c.client)
@@ -396,6 +432,7 @@ def _relocate(
                 store.mark([c.key], "risk_done", GONE)
         else:
             store.relocate(c.key, status.uidvalidity, uid)
+            taken.add(uid)
         moved = True
     return moved
 
@@ -535,14 +572,28 @@ def _drafts(
         return
     try:
         folder = mailbox.find_drafts(settings.main.account.drafts)
-        ids = {c.key: compose.draft_message_id(c.key, settings) for c in due}
-        there = mailbox.existing_message_ids(folder, list(ids.values()))
     except (ConnectError, StoreError):
         raise
     except Exception as exc:
         for c in due:
             failures(c, "draft", exc)
         return
+    ids = {c.key: compose.draft_message_id(c.key, settings) for c in due}
+    try:
+        there = mailbox.existing_message_ids(folder, list(ids.values()))
+    except (ConnectError, StoreError):
+        raise
+    except Exception as exc:
+        # The server cannot search Drafts (say, one unreadable file there). A draft
+        # never tried before cannot be there (the state file's lock keeps others
+        # out), so those are made; one tried before waits for a search that works.
+        log.warning("cannot search %s for earlier drafts: %s", folder, _reason(exc))
+        for c in due:
+            if c.draft_tried:
+                failures(c, "draft", f"cannot look in {folder} for an earlier copy: "
+                                     f"{_reason(exc)}")
+        due = [c for c in due if not c.draft_tried]
+        there = set()
     store.mark([c.key for c in due if ids[c.key] in there], "draft_done")
     todo: list[tuple[Contact, bytes]] = []
     for c in due:
@@ -583,9 +634,19 @@ def _alert(
         message_id=message_id, now=now,
     )
     inbox = settings.main.account.inbox
-    imap = settings.main.digest.deliver == "imap"
-    # Over IMAP an alert appended just before a crash is found, not sent twice.
-    if not (imap and mailbox.has_message_id(inbox, message_id)):
+    sent = False
+    if settings.main.digest.deliver == "imap":
+        # Over IMAP an alert appended just before a crash is found, not sent twice.
+        # If the server cannot search (one unreadable message anywhere in the inbox
+        # makes Dovecot refuse), the alert goes anyway: twice is better than never.
+        try:
+            sent = mailbox.has_message_id(inbox, message_id)
+        except ConnectError:
+            raise
+        except MailboxError as exc:
+            log.warning("uid %s (client %s): cannot look for an earlier alert (%s); "
+                        "sending it", c.uid, c.client, _reason(exc))
+    if not sent:
         deliver(settings, msg, mailbox, now)
     store.mark([c.key], "alert_done")
 

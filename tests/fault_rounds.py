@@ -51,14 +51,16 @@ NOW = "2026-11-16T08:00:00+00:00"
 COMMANDS = [b"SELECT", b"UID SEARCH", b"UID FETCH", b"UID STORE", b"APPEND", b"EXAMINE",
             b"LOGIN", b"LIST"]
 # Where a killed worker dies, as the proxy sees it (command, and where relative to it).
-# The pass records its plan before the first STORE, marks (one STORE, another for risk),
-# records that, writes the notes, records the drafts as tried, APPENDs them (MULTIAPPEND
-# for several), records them done, then does the same for risk alerts (APPEND to INBOX).
+# The pass records its plan before the first STORE; then, risk first, the risk STORE
+# and the alert (APPEND to INBOX), each recorded; then the keyword STORE, the notes,
+# and the drafts: recorded as tried, looked up in Drafts, APPENDed (MULTIAPPEND for
+# several), recorded done. (tests/test_wild_more.py kills after the draft APPEND of a
+# pass whose first APPEND was an alert.)
 KILL_POINTS: dict[str, tuple[bytes, Literal["sent", "answered", "next"]]] = {
     # after the plan is recorded: the first STORE is held, the server never sees it
     "plan": (b"UID STORE", "sent"),
     # between STORE and APPEND: the first STORE was done and heard; the client's next
-    # command (the risk STORE, or the LIST that finds Drafts) is held
+    # command (the keyword STORE, a SEARCH, or the LIST that finds Drafts) is held
     "store": (b"UID STORE", "next"),
     # between APPEND and its record: the server has stored the draft (or the alert);
     # its OK is held, so the worker dies not knowing
