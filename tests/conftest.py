@@ -7,6 +7,7 @@ import itertools
 import json
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -85,6 +86,25 @@ class Account:
             }
             for uid, d in data.items()
         }
+
+
+@contextmanager
+def unreadable(account: Account, *tokens: bytes) -> Iterator[None]:
+    """The message files holding each of ``tokens`` unreadable to the server (mode 0),
+    as a damaged or foreign-owned file would be; readable again afterwards (Dovecot may
+    have moved them from new/ to cur/ meanwhile, so every file is restored)."""
+    maildir = account.server.maildir(account.user)
+    files = [f for d in ("new", "cur") for f in (maildir / d).iterdir()
+             if any(t in f.read_bytes() for t in tokens)]
+    assert len(files) >= len(tokens), "a token matched no message file"
+    for f in files:
+        f.chmod(0)
+    try:
+        yield
+    finally:
+        for d in ("new", "cur"):
+            for f in (maildir / d).iterdir():
+                f.chmod(0o600)
 
 
 @pytest.fixture

@@ -20,7 +20,17 @@ import pytest
 from inbox_guard.errors import StoreError
 from inbox_guard.store import Store
 
-from .conftest import JANE, PASSWORD_ENV, SAM, THERAPIST, Account, Practice, message, write_practice
+from .conftest import (
+    JANE,
+    PASSWORD_ENV,
+    SAM,
+    THERAPIST,
+    Account,
+    Practice,
+    message,
+    unreadable,
+    write_practice,
+)
 from .dovecot import Dovecot
 from .faults import Cut, CutProxy
 from .hostile_corpus import corpus
@@ -97,17 +107,8 @@ def test_a_message_the_server_cannot_read_is_retried_alone(
     practice.once_json(capsys, "--now", MONDAY_8)  # the position is known: later passes FETCH
     bad = account.append(message(body="unique-unreadable-token\n"), SUNDAY_NIGHT)
     good = account.append(message(sender=SAM), SUNDAY_NIGHT + timedelta(minutes=1))
-    maildir = account.server.maildir(account.user)
-    [path] = [f for d in ("new", "cur") for f in (maildir / d).iterdir()
-              if b"unique-unreadable-token" in f.read_bytes()]
-    path.chmod(0)
-    try:
+    with unreadable(account, b"unique-unreadable-token"):
         result = practice.once_json(capsys, "--now", MONDAY_8)
-    finally:  # Dovecot may have moved it from new/ to cur/ meanwhile
-        base = path.name.split(":")[0]
-        for f in (*(maildir / "new").iterdir(), *(maildir / "cur").iterdir()):
-            if f.name.startswith(base):
-                f.chmod(0o600)
     assert [f["uid"] for f in result["flagged"]] == [good]
     assert [e["uid"] for e in result["errors"]] == [bad]
     assert result["errors"][0]["error"].startswith("reading: ")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PASSWORD_ENV, SAM, Account, Practice, message, write_practice
+from .conftest import PASSWORD_ENV, SAM, Account, Practice, message, unreadable, write_practice
 from .faults import Cut, CutProxy, Trip
 from .test_wild import KW, MONDAY_8, RISK_KW, SUNDAY_NIGHT, Capsys, drafts
 
@@ -63,17 +63,8 @@ def test_an_unreadable_stranger_message_does_not_hold_back_a_risk_alert(
                    SUNDAY_NIGHT)
     risky = account.append(message(body="I want to end it all\n"),
                            SUNDAY_NIGHT + timedelta(minutes=1))
-    maildir = account.server.maildir(account.user)
-    [path] = [f for d in ("new", "cur") for f in (maildir / d).iterdir()
-              if b"unique-unreadable-token" in f.read_bytes()]
-    path.chmod(0)
-    try:
+    with unreadable(account, b"unique-unreadable-token"):
         results = [practice.once_json(capsys, "--now", MONDAY_8) for _ in range(4)]
-    finally:
-        for d in ("new", "cur"):
-            for f in (maildir / d).iterdir():
-                f.chmod(0o600)
-    print(results)
     assert RISK_KW in account.snapshot()[risky]["flags"]
     alerts = [m for m in drafts(account, "INBOX") if "inbox-guard.alert." in m["Message-ID"]]
     assert len(alerts) == 1, [r["errors"] for r in results]
@@ -89,29 +80,15 @@ def test_one_unreadable_message_does_not_stop_the_first_pass(
     account.append(message(body="unique-unreadable-token\n"), SUNDAY_NIGHT)
     good = account.append(message(sender=SAM, body="I want to end it all\n"),
                           SUNDAY_NIGHT + timedelta(minutes=1))
-    maildir = account.server.maildir(account.user)
-    [path] = [f for d in ("new", "cur") for f in (maildir / d).iterdir()
-              if b"unique-unreadable-token" in f.read_bytes()]
-    path.chmod(0)
-    try:
+    with unreadable(account, b"unique-unreadable-token"):
         runs = [practice.run("once", "--json", "--now", MONDAY_8, capsys=capsys)
                 for _ in range(2)]
-    finally:
-        for d in ("new", "cur"):
-            for f in (maildir / d).iterdir():
-                f.chmod(0o600)
     assert [code for code, _, _ in runs] == [0, 0], [err for _, _, err in runs]
     assert KW in account.snapshot()[good]["flags"]
 
 
 # Many unreadable messages use up a pass's logins-again budget: the rest of the
 # batch is reported as not read this time, and the pass still records its progress.
-
-def _unreadable(account: Account, token: bytes) -> list[Path]:
-    maildir = account.server.maildir(account.user)
-    return [f for d in ("new", "cur") for f in (maildir / d).iterdir()
-            if token in f.read_bytes()]
-
 
 def test_many_unreadable_messages_do_not_stall_triage_forever(
     practice: Practice, account: Account, capsys: Capsys
@@ -126,19 +103,11 @@ def test_many_unreadable_messages_do_not_stall_triage_forever(
                        SUNDAY_NIGHT + timedelta(seconds=i, milliseconds=500))
     risky = account.append(message(sender=SAM, body="I want to end it all\n"),
                            SUNDAY_NIGHT + timedelta(minutes=5))
-    paths = [p for i in range(n) for p in _unreadable(account, f"bad-token-{i:03d}".encode())]
-    for p in paths:
-        p.chmod(0)
     codes = []
-    try:
+    with unreadable(account, *(f"bad-token-{i:03d}".encode() for i in range(n))):
         for _ in range(3):
             code, out, err = practice.run("once", "--json", "--now", MONDAY_8, capsys=capsys)
             codes.append((code, err.strip().splitlines()[-1:] if code else out[:200]))
-    finally:
-        maildir = account.server.maildir(account.user)
-        for d in ("new", "cur"):
-            for f in (maildir / d).iterdir():
-                f.chmod(0o600)
     # The good messages, including the risk one, must have been triaged by now.
     assert KW in account.snapshot()[risky]["flags"], codes
     assert all(c == 0 for c, _ in codes), codes
