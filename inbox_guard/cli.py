@@ -165,13 +165,33 @@ def _check_one(settings: Any, clock: datetime, connect: bool) -> None:
             caps = set(mailbox.capabilities())
             have = [n for n in ("IDLE", "CONDSTORE", "SPECIAL-USE", "MULTIAPPEND")
                     if n.encode() in caps]
-            status = mailbox.open(settings.main.account.inbox, read_only=True)
+            # SELECT, not EXAMINE: only a read-write selection says which keywords the
+            # server keeps (PERMANENTFLAGS). Nothing is changed.
+            status = mailbox.open(settings.main.account.inbox, read_only=False)
             drafts = mailbox.find_drafts(settings.main.account.drafts)
             acct = settings.main.account
             click.echo(f"server: {acct.host}:{acct.effective_port} ({acct.security}) login ok")
             click.echo(f"  capabilities: {', '.join(have) or 'none that matter'}")
             click.echo(f"  inbox: {acct.inbox} ({status.exists} messages)")
             click.echo(f"  drafts: {drafts}")
+            click.echo(f"  {_what_marks_look_like(settings, caps, status)}")
+
+
+def _what_marks_look_like(settings: Any, caps: set[bytes], status: Any) -> str:
+    from . import marks
+    from .compose import mark_labels
+
+    main = settings.main
+    keeps = status.allows(main.triage.keyword)
+    style = marks.choose(main.mark.show, caps, keeps)
+    if style == "gmail-label" and b"X-GM-EXT-1" not in caps:
+        raise ConfigError(
+            f"{settings.path}: mark.show: \"gmail-label\" needs Gmail, and "
+            f"{main.account.host} does not offer Google's IMAP extensions (X-GM-EXT-1)"
+        )
+    label, risk_label = mark_labels(settings)
+    return marks.what_you_will_see(style, main.triage.keyword, label, risk_label,
+                                   main.mark.colour, keeps)
 
 
 @cli.command()
@@ -281,6 +301,36 @@ def agenda(state: _State, client_id: str | None, now: str | None) -> None:
         click.echo("no upcoming agenda notes")
     for f in files:
         click.echo(f.read_text(encoding="utf-8").rstrip() + "\n")
+
+
+# Thunderbird tag colours for the mark colours (Thunderbird's own palette of tags).
+_TB_COLOURS = {"orange": "#FF9900", "yellow": "#CCCC00", "green": "#009900",
+               "blue": "#3333FF", "purple": "#993399", "grey": "#808080", "red": "#FF0000"}
+
+
+@cli.command(name="thunderbird-tags")
+@click.pass_obj
+def thunderbird_tags(state: _State) -> None:
+    """Print the Thunderbird preferences (user.js lines) that show the marks as tags.
+
+    Thunderbird shows an IMAP keyword as a tag only once a tag with that key (the
+    keyword, lower case) is defined. Put these lines in user.js in your Thunderbird
+    profile folder while Thunderbird is closed (Help > Troubleshooting Information >
+    Profile Folder), then start it again."""
+    from .compose import mark_labels
+
+    settings = state.settings()
+    label, risk_label = mark_labels(settings)
+    main = settings.main
+    click.echo("// inbox-guard: Thunderbird tags for its marks. Put these lines in user.js in")
+    click.echo("// your Thunderbird profile folder while Thunderbird is closed, then start it.")
+    for keyword, name, colour in (
+        (main.triage.keyword, label, _TB_COLOURS[main.mark.colour]),
+        (main.risk.keyword, risk_label, _TB_COLOURS["red"]),
+    ):
+        key = keyword.lower()
+        click.echo(f'user_pref("mailnews.tags.{key}.tag", {json.dumps(name)});')
+        click.echo(f'user_pref("mailnews.tags.{key}.color", "{colour}");')
 
 
 @cli.command()

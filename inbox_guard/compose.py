@@ -111,6 +111,20 @@ def _(message: str) -> str:
 ALERT_SUBJECT = _("inbox-guard: a client's message has risk words, please read it")
 DISCLAIMER_TEXT = _("keyword screen, not an assessment")  # = risk.DISCLAIMER, for the catalogue
 
+# The names of the marks where a mail app shows a name (a Gmail label, a folder, a
+# Thunderbird tag), in the practitioner's language unless [mark] names them.
+OUT_OF_HOURS_LABEL = _("Out of hours")
+NEEDS_ATTENTION_LABEL = _("Needs attention")
+
+
+def mark_labels(settings: Settings) -> tuple[str, str]:
+    """(out-of-hours label, risk label) for this practitioner."""
+    t = translations(settings.main.therapist.language)
+    m = settings.main.mark
+    return (m.label or t.gettext(OUT_OF_HOURS_LABEL),
+            m.risk_label or t.gettext(NEEDS_ATTENTION_LABEL))
+
+
 # Why no draft was saved, as the digest says it (the codes are the JSON output's).
 REASONS = {
     "window": _("one was already drafted for this out-of-hours stretch"),
@@ -260,9 +274,12 @@ def draft(
     risk: bool,
     now: datetime,
     template: str | None = None,
+    from_addr: str | None = None,
 ) -> EmailMessage:
     """The holding reply; ``template`` is a client's own (risk always uses the urgent
-    one, which leads with emergency contacts)."""
+    one, which leads with emergency contacts). It comes from ``from_addr``, the
+    practitioner's address the client wrote to (as a mail app replies), else from
+    ``therapist.email``."""
     t = settings.main.therapist
     if risk:
         name = draft_template(env, "draft_urgent.txt.j2", t.language)
@@ -276,7 +293,7 @@ def draft(
         therapist_name=t.name,
     )
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = Address(rules.one_line(t.name), addr_spec=t.email)
+    msg["From"] = Address(rules.one_line(t.name), addr_spec=from_addr or t.email)
     msg["To"] = to
     msg["Subject"] = rules.reply_subject(subject)
     if message_id:

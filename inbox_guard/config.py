@@ -283,6 +283,24 @@ class Risk(_Strict):
     alert: bool = True
 
 
+def _folder_name(value: str) -> str:
+    if value != value.strip() or any(ord(c) < 0x20 or c in "*%\"" for c in value):
+        raise ValueError(f"{value!r} is not usable as a label or folder name")
+    return value
+
+
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+
+
+class Mark(_Strict):
+    """How marks are shown in the practitioner's mail app (see marks.py)."""
+
+    show: Literal["auto", "keyword", "gmail-label", "flag", "flag-colour", "folder"] = "auto"
+    label: FolderName = ""  # Gmail label or folder; "" = "Out of hours" in therapist.language
+    risk_label: FolderName = ""  # "" = "Needs attention" in therapist.language
+    colour: Literal["orange", "yellow", "green", "blue", "purple", "grey"] = "blue"
+
+
 class Agenda(_Strict):
     dir: str = "agendas"
     include_subjects: bool = True
@@ -344,6 +362,7 @@ class MainConfig(_Strict):
     triage: Triage = Triage()
     risk: Risk = Risk()
     agenda: Agenda = Agenda()
+    mark: Mark = Mark()
     digest: Digest = Digest()
     smtp: Smtp | None = None
     calendar: CalendarConfig | None = None

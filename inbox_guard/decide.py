@@ -23,6 +23,12 @@ class Arrival:
     uid: int
     received: datetime  # INTERNALDATE, aware
     headers: rules.Headers
+    flags: tuple[str, ...] = ()  # as the pass found them
+
+    @property
+    def flagged(self) -> bool:
+        """Flagged before the pass saw it (by the practitioner, or a rule of theirs)."""
+        return any(f.lower() == "\\flagged" for f in self.flags)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class Decision:
     window: str
     session: datetime | None
     risk: bool
+    reply_from: str  # the practitioner's address the client wrote to; the draft's From
 
 
 def classify(arrival: Arrival, settings: Settings) -> Candidate | None:
@@ -109,6 +116,9 @@ def plan(
             if mid is not None:
                 done_ids.add(mid)
         after = max(c.arrival.received, now)
+        mine = settings.main.therapist.all_addresses
+        wrote_to = next((a for a in c.arrival.headers.recipients if a in mine),
+                        settings.main.therapist.email)
         out.append(
             Decision(
                 uid=c.arrival.uid,
@@ -120,6 +130,7 @@ def plan(
                 window=window,
                 session=next_session(c.client.sessions, after, settings.tz),
                 risk=bool(risky and risky.get(c.arrival.uid)),
+                reply_from=wrote_to,
             )
         )
     return out

@@ -65,6 +65,7 @@ class Fetched:
     uid: int
     internaldate: datetime  # aware, as the server gave it
     header: bytes
+    flags: tuple[str, ...] = ()  # as they were when the pass read the message
 
 
 def uid_set(uids: Iterable[int]) -> str:
@@ -372,17 +373,17 @@ class Mailbox:
     def fetch_headers(
         self, uids: Sequence[int], fields: Sequence[str], *, header_first: bool = False
     ) -> Iterator[Fetched]:
-        """INTERNALDATE and the named header fields, never a body, never \\Seen.
+        """INTERNALDATE, FLAGS and the named header fields, never a body, never \\Seen.
 
-        Asked for as UID, INTERNALDATE, then the header: the order of Dovecot's answers,
+        Asked for as UID, FLAGS, INTERNALDATE, then the header: the order of Dovecot's answers,
         so servers that answer in the order asked (Courier, pymap) answer alike, in the
         shape the fast parser reads. ``header_first`` asks for the header before
         INTERNALDATE, which those servers then send after the header's literal."""
         names = " ".join(f.upper() for f in fields)
         section = f"BODY.PEEK[HEADER.FIELDS ({names})]"
-        parts = ["UID", "INTERNALDATE", section]
+        parts = ["UID", "FLAGS", "INTERNALDATE", section]
         if header_first:
-            parts = ["UID", section, "INTERNALDATE"]
+            parts = ["UID", "FLAGS", section, "INTERNALDATE"]
         for batch in _batches(sorted(uids), FETCH_BATCH):
             with _translated("FETCH"):
                 data = self._fetch(uid_set(batch), parts)
@@ -395,7 +396,9 @@ class Mailbox:
                     # and tries again, rather than skipping it for good.
                     raise MailboxError(f"the server sent no readable INTERNALDATE for uid {uid}")
                 header = _section(item, f"HEADER.FIELDS ({names})")
-                yield Fetched(uid=uid, internaldate=item[b"INTERNALDATE"], header=header or b"")
+                flags = tuple(_s(f) for f in item.get(b"FLAGS") or ())
+                yield Fetched(uid=uid, internaldate=item[b"INTERNALDATE"], header=header or b"",
+                              flags=flags)
 
     def _fetch(self, uids: str, parts: list[str]) -> dict[int, dict[bytes, Any]]:
         # imapclient's fetch() insists on a list of single UIDs (a 100k-long argument
@@ -455,6 +458,12 @@ class Mailbox:
             if raw is not None:
                 out[uid] = TextWindow(raw[:limit], encoding, charset, subtype)
 
+    def warn_once(self, text: str) -> None:
+        """Log ``text`` once for this connection (not at every pass)."""
+        if text not in self._warned:
+            log.warning("%s", text)
+            self._warned.add(text)
+
     def _storable(self, flags: Sequence[str]) -> list[str]:
         """``flags`` as the open folder can keep them: a keyword the server will not keep
         (PERMANENTFLAGS without \\*) becomes \\Flagged, and the log says so once."""
@@ -480,6 +489,37 @@ class Mailbox:
         for batch in _batches(uids, 10_000):
             with _translated("STORE"):
                 self._c.add_flags(uid_set(batch), list(flags), silent=True)
+
+    def add_labels(self, uids: Iterable[int], labels: Sequence[str]) -> None:
+        """Gmail labels (STORE +X-GM-LABELS, Google's IMAP extensions); a label the
+        message has already is kept once (labels are a set)."""
+        if b"X-GM-EXT-1" not in {c.upper() for c in self.capabilities()}:
+            raise MailboxError("[mark] show = \"gmail-label\" needs Gmail (the server has "
+                               "no X-GM-EXT-1)")
+        for batch in _batches(sorted(set(uids)), 10_000):
+            with _translated("STORE X-GM-LABELS"):
+                self._c.add_gmail_labels(uid_set(batch), list(labels), silent=True)
+
+    def ensure_folder(self, name: str) -> None:
+        """Create (and subscribe) ``name`` unless it exists."""
+        with _translated(f"CREATE {name}"):
+            if not self._c.folder_exists(name):
+                self._c.create_folder(name)
+                with suppress(IMAPClientError):
+                    self._c.subscribe_folder(name)
+
+    def copy(self, uids: Iterable[int], folder: str) -> None:
+        """COPY from the selected folder (flags and INTERNALDATE go along, RFC 3501)."""
+        with _translated(f"COPY {folder}"):
+            self._c.copy(uid_set(uids), folder)
+
+    def in_folder(self, folder: str, message_id: str | None, sender: str,
+                  received: datetime) -> bool:
+        """Is this message (by Message-ID, or sender, and arrival time) in ``folder``?
+        Selects ``folder`` read-only; reopen the inbox before working there again."""
+        with _translated(f"EXAMINE {folder}"):
+            self._look_in(folder)
+        return bool(self.find_uids(message_id, sender, received))
 
     # -- drafts ------------------------------------------------------------------
 

@@ -105,6 +105,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (mailbox, uidvalidity, uid)
     );
     """,
+    # 5: what the practitioner's app will show: was the message flagged before the pass
+    # saw it (its flag keeps its colour), and the address the client wrote to (the
+    # draft comes from it)
+    """
+    ALTER TABLE contact ADD COLUMN was_flagged INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE contact ADD COLUMN reply_from TEXT;
+    """,
 )
 
 # A message whose steps failed this many passes running is retried only once a day
@@ -171,6 +178,8 @@ class Contact:
     risk_done: int = 0
     last_error: str | None = None
     last_attempt: datetime | None = None
+    was_flagged: bool = False
+    reply_from: str | None = None
 
     @property
     def given_up(self) -> bool:
@@ -199,7 +208,8 @@ def _row(r: sqlite3.Row) -> Contact:
         draft_tried=bool(r["draft_tried"]), draft_done=bool(r["draft_done"]),
         alert=bool(r["alert"]), alert_done=bool(r["alert_done"]), attempts=r["attempts"],
         base=r["base"] or r["key"], risk_done=r["risk_done"], last_error=r["last_error"],
-        last_attempt=_dt(r["last_attempt"]),
+        last_attempt=_dt(r["last_attempt"]), was_flagged=bool(r["was_flagged"]),
+        reply_from=r["reply_from"],
     )
 
 
@@ -437,13 +447,15 @@ class Store:
         self._execute(
             "INSERT INTO contact (key, base, client, mailbox, uidvalidity, uid, received, "
             "address, message_id, refs, subject, draft, suppressed, window, session, agenda, "
-            "risk, alert, planned_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "risk, alert, planned_at, was_flagged, reply_from) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 c.key, c.base or c.key, c.client, c.mailbox, c.uidvalidity, c.uid,
                 c.received.astimezone(UTC).isoformat(),  # UTC: comparable as text
                 c.address, c.message_id, " ".join(c.refs), c.subject, int(c.draft),
                 c.suppressed, c.window, c.session.isoformat() if c.session else None,
-                c.agenda, int(c.risk), int(c.alert), now.isoformat(),
+                c.agenda, int(c.risk), int(c.alert), now.isoformat(), int(c.was_flagged),
+                c.reply_from,
             ),
         )
 

@@ -19,6 +19,7 @@ reasons, and no step waits for another to succeed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -29,12 +30,13 @@ from typing import Any, TypeVar
 
 import jinja2
 
-from . import agenda, compose, risk, rules
+from . import agenda, compose, marks, risk, rules
 from .config import Settings
 from .decide import Arrival, Candidate, classify, plan
 from .deliver import deliver
 from .errors import ConnectError, ConnectionLost, MailboxError, StoreError
 from .mailbox import Fetched, Mailbox, Status
+from .marks import Marks
 from .store import GONE, Contact, Store
 
 log = logging.getLogger(__name__)
@@ -236,7 +238,7 @@ def _read_new(
         result.scanned += 1
         try:
             headers = rules.parse(f.header)
-            cand = classify(Arrival(f.uid, f.internaldate, headers), settings)
+            cand = classify(Arrival(f.uid, f.internaldate, headers, f.flags), settings)
         except Exception as exc:  # a hostile message must not stop the pass
             fault(f.uid, exc, f.internaldate)
             continue
@@ -372,6 +374,7 @@ def _plan_and_record(
                     draft=d.draft, suppressed=d.suppressed, window=d.window,
                     session=d.session, agenda=str(agenda.relpath(d.client, d.session)),
                     risk=d.risk, alert=d.risk and settings.main.risk.alert,
+                    was_flagged=cand.arrival.flagged, reply_from=d.reply_from,
                 ),
                 now,
             )
@@ -383,6 +386,36 @@ def _plan_and_record(
         store.clear_unread(inbox, uidvalidity,
                            [u for u in read.retried if u not in read.faults])
         store.set_position(inbox, uidvalidity, read.top)
+
+
+@dataclass(frozen=True)
+class _Look:
+    """How marks show on this server ([mark] show, chosen once per pass)."""
+
+    style: str
+    keeps_keywords: bool
+    label: str
+    colour: str
+    keyword: str
+    needs_attention: Marks
+
+    @classmethod
+    def of(cls, settings: Settings, mailbox: Mailbox) -> _Look:
+        main = settings.main
+        status = mailbox.open(main.account.inbox, read_only=False)
+        keeps = status.allows(main.triage.keyword)
+        style = marks.choose(main.mark.show, mailbox.capabilities(), keeps)
+        if not keeps:
+            mailbox.warn_once(f"the server does not keep the keyword {main.triage.keyword} "
+                              "(PERMANENTFLAGS has no \\*); marks show as \\Flagged")
+        label, risk_label = compose.mark_labels(settings)
+        risky = marks.needs_attention(style, main.risk.keyword,
+                                      status.allows(main.risk.keyword), risk_label)
+        return cls(style, keeps, label, main.mark.colour, main.triage.keyword, risky)
+
+    def out_of_hours(self, c: Contact) -> Marks:
+        return marks.out_of_hours(self.style, self.keyword, self.keeps_keywords, self.label,
+                                  self.colour, c.was_flagged, c.risk)
 
 
 class _Failures:
@@ -438,27 +471,91 @@ def _relocate(
 
 
 def _mark(
-    settings: Settings, mailbox: Mailbox, store: Store, due: list[Contact],
-    flags: list[str], step: str, failures: _Failures,
+    settings: Settings, mailbox: Mailbox, store: Store, due: list[tuple[Contact, Marks]],
+    step: str, failures: _Failures,
 ) -> None:
-    """STORE +FLAGS on the due messages; a refused STORE is narrowed to the message
-    it concerns, and a message is recorded as marked only when the server said OK."""
+    """Add each contact's marks (flags and keywords, Gmail labels, a copy in a folder)
+    to its message. A refused STORE is narrowed to the message it concerns; a copy is
+    made only after the folder was searched for it (a copy made just before a crash
+    is found, not made again); a message is recorded as marked only when the server
+    said OK to all of it."""
     if not due:
         return
-    status = mailbox.open(settings.main.account.inbox, read_only=False)
-    by_uid: dict[int, list[Contact]] = {}
-    for c in due:
+    inbox = settings.main.account.inbox
+    status = mailbox.open(inbox, read_only=False)
+    failed: set[str] = set()
+    live: list[tuple[Contact, Marks]] = []
+    for c, m in due:
         if c.uidvalidity != status.uidvalidity:
             failures(c, "mark", "the server renumbered the inbox; the next pass finds it")
-            continue
-        by_uid.setdefault(c.uid, []).append(c)
+            failed.add(c.key)
+        else:
+            live.append((c, m))
+
+    def each(group: list[Contact], work: Callable[[list[int]], None]) -> None:
+        by_uid: dict[int, list[Contact]] = {}
+        for c in group:
+            by_uid.setdefault(c.uid, []).append(c)
+
+        def refused(uid: int, exc: Exception) -> None:
+            for c in by_uid[uid]:
+                failures(c, "mark", exc)
+                failed.add(c.key)
+
+        for _ in _isolate(sorted(by_uid), work, refused):
+            pass
+
+    def grouped(what: Callable[[Marks], tuple[str, ...]]) -> dict[tuple[str, ...], list[Contact]]:
+        out: dict[tuple[str, ...], list[Contact]] = {}
+        for c, m in live:
+            if what(m):
+                out.setdefault(what(m), []).append(c)
+        return out
+
+    for flags, group in grouped(lambda m: m.flags).items():
+        each(group, functools.partial(_add, mailbox.add_flags, flags))
+    for labels, group in grouped(lambda m: m.labels).items():
+        each(group, functools.partial(_add, mailbox.add_labels, labels))
+    for folders, group in grouped(lambda m: m.folders).items():
+        for folder in folders:
+            _copy_once(mailbox, inbox, folder, [c for c in group if c.key not in failed],
+                       failures, failed)
+    store.mark((c.key for c, _ in live if c.key not in failed), step)
+
+
+def _add(
+    adding: Callable[[list[int], list[str]], None], names: tuple[str, ...], uids: list[int]
+) -> None:
+    adding(uids, list(names))
+
+
+def _copy_once(
+    mailbox: Mailbox, inbox: str, folder: str, group: list[Contact], failures: _Failures,
+    failed: set[str],
+) -> None:
+    """A copy of each message in ``folder``, unless one is there already."""
+    todo: list[Contact] = []
+    try:
+        mailbox.ensure_folder(folder)
+        for c in group:
+            if not mailbox.in_folder(folder, c.message_id, c.address, c.received):
+                todo.append(c)
+    except (ConnectError, StoreError):
+        raise
+    except Exception as exc:
+        for c in group:
+            failures(c, "mark", exc)
+            failed.add(c.key)
+        return
+    mailbox.open(inbox, read_only=False)
+    by_uid = {c.uid: c for c in todo}
 
     def refused(uid: int, exc: Exception) -> None:
-        for c in by_uid[uid]:
-            failures(c, "mark", exc)
+        failures(by_uid[uid], "mark", exc)
+        failed.add(by_uid[uid].key)
 
-    for uids, _ in _isolate(sorted(by_uid), lambda b: mailbox.add_flags(b, flags), refused):
-        store.mark((c.key for u in uids for c in by_uid[u]), step)
+    for _ in _isolate(sorted(by_uid), lambda uids: mailbox.copy(uids, folder), refused):
+        pass
 
 
 def _do_steps(
@@ -484,8 +581,10 @@ def _do_steps(
             keys = {c.key for c in pending}
             pending = [c for c in store.pending(now) if c.key in keys]
         # 1. Risk: its keyword and \Flagged, then the alert, before anything else.
-        _mark(settings, mailbox, store, [c for c in pending if c.risk and not c.risk_done],
-              [main.risk.keyword, "\\Flagged"], "risk_done", failures)
+        look = _Look.of(settings, mailbox)
+        _mark(settings, mailbox, store,
+              [(c, look.needs_attention) for c in pending if c.risk and not c.risk_done],
+              "risk_done", failures)
         env = compose.env_for(settings)
         for c in pending:
             if c.alert and not c.alert_done:
@@ -497,9 +596,10 @@ def _do_steps(
                     failures(c, "alert", exc)
         if stopping():
             return
-        # 2. The out-of-hours keyword.
-        _mark(settings, mailbox, store, [c for c in pending if not c.keyword_done],
-              [main.triage.keyword], "keyword_done", failures)
+        # 2. The out-of-hours mark.
+        _mark(settings, mailbox, store,
+              [(c, look.out_of_hours(c)) for c in pending if not c.keyword_done],
+              "keyword_done", failures)
         # 3. The notes before the drafts: they need only the disk.
         if stopping():
             return
@@ -605,6 +705,7 @@ def _drafts(
                 settings=settings, env=env, subject=c.subject or "", message_id=c.message_id,
                 references=c.refs, to=c.address, key=c.key, session=c.session, risk=c.risk,
                 now=now, template=client.draft_template if client else None,
+                from_addr=c.reply_from,
             )
             todo.append((c, msg.as_bytes()))
         except Exception as exc:

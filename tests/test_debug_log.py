@@ -52,7 +52,7 @@ def test_debug_log_shows_commands_not_contents_addresses_or_password(
     out = done.stdout + done.stderr
     # The debug log was on and shows the protocol: the header fetch, the text
     # window (so a body was read), the drafts appended, and the sizes read.
-    assert re.search(r"UID FETCH \S+ \((?:UID )?INTERNALDATE BODY\.PEEK\[HEADER\.FIELDS ", out)
+    assert re.search(r"UID FETCH \S+ \((?:UID )?(?:FLAGS )?INTERNALDATE BODY\.PEEK\[HEADER\.FIELDS ", out)
     assert re.search(r"UID FETCH \S+ \((?:UID )?BODY\.PEEK\[1\]<0\.\d+>\)", out)
     assert "APPEND" in out
     assert re.search(r"read literal size \d+", out)

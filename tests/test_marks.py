@@ -1,0 +1,199 @@
+"""The mark shows where the practitioner reads mail: each [mark] style against a real
+Dovecot (the server-side state each mail app displays), the pure choice of style, and
+what `check --connect` and `thunderbird-tags` say."""
+
+from __future__ import annotations
+
+import email
+from datetime import timedelta
+from email.policy import default as default_policy
+
+import pytest
+
+from inbox_guard import marks
+
+from .conftest import SAM, THERAPIST, Account, Practice, message
+from .faults import Cut, CutProxy
+from .test_wild import KW, MONDAY_8, RISK_KW, SUNDAY_NIGHT, Capsys, drafts
+
+FLAGGED = b"\\Flagged"
+BIT0, BIT1, BIT2 = b"$MailFlagBit0", b"$MailFlagBit1", b"$MailFlagBit2"
+
+
+def show(p: Practice, style: str, extra: str = "") -> None:
+    p.config.write_text(p.config.read_text() + f'\n[mark]\nshow = "{style}"\n{extra}')
+
+
+# -- the pure choice -------------------------------------------------------------------
+
+def test_auto_picks_gmail_labels_then_a_flag_where_no_keywords_are_kept() -> None:
+    assert marks.choose("auto", [b"IMAP4rev1", b"X-GM-EXT-1"], True) == "gmail-label"
+    assert marks.choose("auto", [b"IMAP4rev1"], False) == "flag"
+    assert marks.choose("auto", [b"IMAP4rev1"], True) == "keyword"
+    assert marks.choose("folder", [b"X-GM-EXT-1"], False) == "folder"
+
+
+@pytest.mark.parametrize(("colour", "bits"), [
+    ("orange", ("$MailFlagBit0",)), ("yellow", ("$MailFlagBit1",)),
+    ("green", ("$MailFlagBit0", "$MailFlagBit1")), ("blue", ("$MailFlagBit2",)),
+    ("purple", ("$MailFlagBit0", "$MailFlagBit2")), ("grey", ("$MailFlagBit1", "$MailFlagBit2")),
+    ("red", ()),
+])
+def test_apple_mail_colours_are_the_drafts_bit_patterns(colour: str, bits: tuple[str, ...]) -> None:
+    assert marks.colour_bits(colour) == bits
+
+
+def test_a_flag_the_practitioner_set_and_a_risk_flag_keep_their_red() -> None:
+    def m(already: bool, risk: bool) -> marks.Marks:
+        return marks.out_of_hours("flag-colour", "$OutOfHours", True, "Out of hours", "blue",
+                                  already, risk)
+
+    assert m(False, False).flags == ("$OutOfHours", "\\Flagged", "$MailFlagBit2")
+    assert m(True, False).flags == ("$OutOfHours", "\\Flagged")
+    assert m(False, True).flags == ("$OutOfHours", "\\Flagged")
+
+
+def test_without_keywords_every_style_still_shows_something() -> None:
+    for style in marks.STYLES:
+        assert marks.out_of_hours(style, "$OutOfHours", False, "L", "blue", False)
+        assert "\\Flagged" in marks.needs_attention(style, "$N", False, "R").flags
+
+
+# -- each style against Dovecot ----------------------------------------------------------
+
+def test_keyword_is_the_mark_where_the_server_keeps_keywords(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    uid = account.append(message(), SUNDAY_NIGHT)
+    practice.once_json(capsys, "--now", MONDAY_8)
+    assert account.snapshot()[uid]["flags"] == {KW}
+    code, out, err = practice.run("check", "--connect", capsys=capsys)
+    assert code == 0, err
+    assert ("marks will show as the keyword $OutOfHours: as a tag in Thunderbird once the "
+            "tag is defined (see `inbox-guard thunderbird-tags`)") in out
+
+
+def test_flag_style_flags_and_keeps_the_keyword(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    show(practice, "flag")
+    uid = account.append(message(), SUNDAY_NIGHT)
+    practice.once_json(capsys, "--now", MONDAY_8)
+    assert account.snapshot()[uid]["flags"] == {KW, FLAGGED}
+    code, out, _ = practice.run("check", "--connect", capsys=capsys)
+    assert "marks will show as a flag (\\Flagged)" in out and "never removes a flag" in out
+
+
+def test_flag_colour_is_blue_for_out_of_hours_red_for_risk_and_leaves_own_flags_red(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    show(practice, "flag-colour")
+    plain = account.append(message(), SUNDAY_NIGHT)
+    risky = account.append(message(sender=SAM, body="I want to end it all\n"),
+                           SUNDAY_NIGHT + timedelta(minutes=1))
+    own = account.append(message(subject="flagged on the phone"),
+                         SUNDAY_NIGHT + timedelta(minutes=2), flags=("\\Flagged",))
+    practice.once_json(capsys, "--now", MONDAY_8)
+    snap = account.snapshot()
+    assert snap[plain]["flags"] == {KW, FLAGGED, BIT2}  # blue in Apple Mail
+    assert snap[risky]["flags"] == {KW, RISK_KW, FLAGGED}  # no bits: red
+    assert snap[own]["flags"] == {KW, FLAGGED}  # the practitioner's red flag stays red
+    code, out, _ = practice.run("check", "--connect", capsys=capsys)
+    assert "marks will show as a blue flag in Apple Mail" in out
+
+
+def test_folder_style_copies_once_into_named_folders(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    show(practice, "folder", 'label = "Außer Haus"\n')
+    plain = account.append(message(message_id="<p@example.org>"), SUNDAY_NIGHT)
+    risky = account.append(message(sender=SAM, message_id="<r@example.org>",
+                                   body="I want to end it all\n"),
+                           SUNDAY_NIGHT + timedelta(minutes=1))
+    no_id = account.append(
+        b"From: jane@example.org\r\nTo: alex@example.org\r\nSubject: no id\r\n\r\nx\r\n",
+        SUNDAY_NIGHT + timedelta(minutes=2))
+    result = practice.once_json(capsys, "--now", MONDAY_8)
+    assert result["errors"] == []
+    inbox = account.snapshot()
+    assert all(KW in inbox[u]["flags"] for u in (plain, risky, no_id))
+    copies = account.snapshot("Außer Haus")
+    assert sorted(m["date"] for m in copies.values()) == sorted(
+        inbox[u]["date"] for u in (plain, risky, no_id))
+    attention = account.snapshot("Needs attention")
+    assert len(attention) == 1
+    assert next(iter(attention.values()))["bytes"] == inbox[risky]["bytes"]
+    code, out, _ = practice.run("check", "--connect", capsys=capsys)
+    assert "marks will show as a copy in the folder 'Außer Haus'" in out
+
+
+def test_a_copy_made_just_before_a_crash_is_found_not_made_again(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    show(practice, "folder")
+    account.append(message(), SUNDAY_NIGHT)
+    with CutProxy(account.port) as proxy:
+        proxy.set(Cut(at_command=b"UID COPY", forward_first=True))  # done, never heard
+        original = practice.config.read_text()
+        practice.config.write_text(original.replace(f"port = {account.port}",
+                                                    f"port = {proxy.port}"))
+        code, _, _ = practice.run("once", "--now", MONDAY_8, capsys=capsys)
+        practice.config.write_text(original)
+    assert code == 3 and proxy.cuts == 1
+    assert len(account.snapshot("Out of hours")) == 1
+    practice.once_json(capsys, "--now", MONDAY_8)
+    assert len(account.snapshot("Out of hours")) == 1
+
+
+def test_labels_and_folders_speak_the_practitioners_language(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    text = practice.config.read_text().replace(
+        'emergency_text = "', 'language = "de"\nemergency_text = "')
+    practice.config.write_text(text)
+    show(practice, "folder")
+    account.append(message(), SUNDAY_NIGHT)
+    practice.once_json(capsys, "--now", MONDAY_8)
+    assert len(account.snapshot("Außerhalb der Sprechzeiten")) == 1
+
+
+# -- the draft comes from the address the client wrote to ------------------------------
+
+def test_the_draft_comes_from_the_address_the_client_wrote_to(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    account.append(message(to="practice@example.org"), SUNDAY_NIGHT)
+    account.append(message(sender=SAM, to="someone@else.example", cc=THERAPIST),
+                   SUNDAY_NIGHT + timedelta(minutes=1))
+    practice.once_json(capsys, "--now", MONDAY_8)
+    froms = sorted(d["From"] for d in drafts(account))
+    assert froms == ["Alex Morgan <alex@example.org>", "Alex Morgan <practice@example.org>"]
+
+
+# -- Thunderbird ------------------------------------------------------------------------
+
+def test_thunderbird_tags_defines_the_keywords_as_tags(
+    practice: Practice, capsys: Capsys
+) -> None:
+    show(practice, "keyword", 'colour = "green"\n')
+    code, out, _ = practice.run("thunderbird-tags", capsys=capsys)
+    assert code == 0
+    lines = [ln for ln in out.splitlines() if not ln.startswith("//")]
+    assert lines == [
+        'user_pref("mailnews.tags.$outofhours.tag", "Out of hours");',
+        'user_pref("mailnews.tags.$outofhours.color", "#009900");',
+        'user_pref("mailnews.tags.$needsattention.tag", "Needs attention");',
+        'user_pref("mailnews.tags.$needsattention.color", "#FF0000");',
+    ]
+
+
+def test_the_digest_is_never_marked(practice: Practice, account: Account, capsys: Capsys) -> None:
+    show(practice, "flag")
+    account.append(message(body="I want to end it all\n"), SUNDAY_NIGHT)
+    practice.once_json(capsys, "--now", MONDAY_8)
+    practice.run("digest", "--now", MONDAY_8, capsys=capsys)
+    practice.once_json(capsys, "--now", MONDAY_8)
+    for m in account.snapshot().values():
+        parsed = email.message_from_bytes(m["bytes"], policy=default_policy)
+        if "inbox-guard." in str(parsed["Message-ID"]):
+            assert KW not in m["flags"] and FLAGGED not in m["flags"]
