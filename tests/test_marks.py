@@ -197,3 +197,65 @@ def test_the_digest_is_never_marked(practice: Practice, account: Account, capsys
         parsed = email.message_from_bytes(m["bytes"], policy=default_policy)
         if "inbox-guard." in str(parsed["Message-ID"]):
             assert KW not in m["flags"] and FLAGGED not in m["flags"]
+
+
+# -- Gmail and Exchange, through their stand-ins (tests/standins.py) -----------------
+
+def through(p: Practice, port: int, proxy_port: int) -> None:
+    p.config.write_text(p.config.read_text().replace(f"port = {port}", f"port = {proxy_port}"))
+
+
+def test_on_gmail_marks_are_labels_risk_a_second_label_and_a_star(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    from .standins import GmailStandIn
+
+    plain = account.append(message(), SUNDAY_NIGHT)
+    risky = account.append(message(sender=SAM, body="I want to end it all\n"),
+                           SUNDAY_NIGHT + timedelta(minutes=1))
+    with GmailStandIn(account.port) as gmail:
+        through(practice, account.port, gmail.port)
+        for _ in range(2):  # a second pass adds nothing
+            assert practice.once_json(capsys, "--now", MONDAY_8)["errors"] == []
+        code, out, err = practice.run("check", "--connect", capsys=capsys)
+    assert code == 0, err
+    assert ("marks will show as the Gmail label 'Out of hours' (Gmail web and apps); risk as "
+            "the label 'Needs attention' and a star") in out
+    inbox = account.snapshot()
+    assert inbox[plain]["flags"] == {KW}  # Gmail keeps keywords too
+    assert inbox[risky]["flags"] == {KW, RISK_KW, FLAGGED}  # the star
+    labelled = account.snapshot("Out of hours")  # a label is a folder in Gmail's IMAP
+    assert sorted(m["bytes"] for m in labelled.values()) == sorted(
+        inbox[u]["bytes"] for u in (plain, risky))
+    [attention] = account.snapshot("Needs attention").values()
+    assert attention["bytes"] == inbox[risky]["bytes"]
+
+
+def test_gmail_labels_on_a_server_without_them_is_a_config_error_at_check(
+    practice: Practice, capsys: Capsys
+) -> None:
+    show(practice, "gmail-label")
+    code, _, err = practice.run("check", "--connect", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert 'mark.show: "gmail-label" needs Gmail, and 127.0.0.1 does not offer' in err
+
+
+@pytest.mark.parametrize("style", ["auto", "keyword"])
+def test_on_exchange_marks_are_flags_and_check_says_so(
+    practice: Practice, account: Account, capsys: Capsys, style: str
+) -> None:
+    from .standins import ExchangeStandIn
+
+    show(practice, style)
+    uid = account.append(message(), SUNDAY_NIGHT)
+    risky = account.append(message(sender=SAM, body="I want to end it all\n"),
+                           SUNDAY_NIGHT + timedelta(minutes=1))
+    with ExchangeStandIn(account.port) as exchange:
+        through(practice, account.port, exchange.port)
+        result = practice.once_json(capsys, "--now", MONDAY_8)
+        code, out, _ = practice.run("check", "--connect", capsys=capsys)
+    assert result["errors"] == [] and len(result["flagged"]) == 2
+    assert exchange.refused == []  # no keyword was ever sent to it
+    snap = account.snapshot()
+    assert snap[uid]["flags"] == {FLAGGED} and snap[risky]["flags"] == {FLAGGED}
+    assert "marks will show as a flag (\\Flagged)" in out
