@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import re
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +37,17 @@ _user_ids = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[Dovecot]:
-    server = Dovecot()
+    """The session's IMAP server: Dovecot, or with IG_SERVER=cyrus a private Cyrus IMAP
+    (tests.cyrus; the optional matrix in scripts/servers)."""
+    kind = os.environ.get("IG_SERVER", "dovecot")
+    if kind == "cyrus":
+        from .cyrus import Cyrus
+
+        server: Dovecot = Cyrus()  # type: ignore[assignment]  # same shape, no doveadm/maildir
+    elif kind == "dovecot":
+        server = Dovecot()
+    else:
+        raise pytest.UsageError(f"IG_SERVER={kind!r}: dovecot or cyrus")
     server.start()
     try:
         yield server
@@ -67,8 +79,12 @@ class Account:
         assert when < datetime.now(UTC), "Dovecot ignores future INTERNALDATEs"
         with self.client() as c:
             resp = c.append(folder, raw, flags=flags, msg_time=when)
-        # APPENDUID (RFC 4315): b"[APPENDUID <uidvalidity> <uid>] ..."
-        return int(resp.split(b"]")[0].split()[-1])
+            # APPENDUID (RFC 4315): b"[APPENDUID <uidvalidity> <uid>] ..."
+            found = re.search(rb"\[APPENDUID \d+ (\d+)\]", resp)
+            if found:
+                return int(found.group(1))
+            c.select_folder(folder, readonly=True)  # a server without UIDPLUS
+            return int(max(c.search(["ALL"])))
 
     def snapshot(self, folder: str = "INBOX") -> dict[int, dict[str, Any]]:
         """UID -> flags, INTERNALDATE and full bytes (fetched with BODY.PEEK)."""
