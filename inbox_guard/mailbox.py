@@ -530,7 +530,9 @@ class Mailbox:
                 if not self._c.folder_exists(configured):
                     raise MailboxError(f"account.drafts: folder {configured!r} does not exist")
                 return configured
-            found = self._c.find_special_folder(DRAFTS)
+            found = special_folder(self._c.list_folders(), DRAFTS)
+            if not found:  # imapclient's heuristics: common names in the namespace
+                found = self._c.find_special_folder(DRAFTS)
             if not found:
                 for name in _COMMON_DRAFTS:
                     if self._c.folder_exists(name):
@@ -666,6 +668,17 @@ def _section(item: dict[bytes, Any], section: str) -> Any:
         if key[5:].split(b"]")[0].replace(b'"', b"") == wanted:
             return value
     return next(iter(bodies.values()), None)
+
+
+def special_folder(listing: Iterable[tuple[Any, Any, Any]], flag: bytes) -> str | None:
+    """The first folder in a LIST answer with the SPECIAL-USE ``flag`` (RFC 6154),
+    compared without regard to case as IMAP's attributes are (Cyrus answers
+    ``\\drafts`` for a folder its configuration names)."""
+    wanted = flag.lower()
+    for flags, _delimiter, name in listing:
+        if any(bytes(f).lower() == wanted for f in flags or ()):
+            return str(name)
+    return None
 
 
 def _s(value: Any) -> str:

@@ -492,12 +492,15 @@ def _mark(
         else:
             live.append((c, m))
 
-    def each(group: list[Contact], work: Callable[[list[int]], None]) -> None:
+    def each(group: list[Contact], work: Callable[[list[int]], None],
+             instead: Callable[[int], bool] = lambda uid: False) -> None:
         by_uid: dict[int, list[Contact]] = {}
         for c in group:
             by_uid.setdefault(c.uid, []).append(c)
 
         def refused(uid: int, exc: Exception) -> None:
+            if instead(uid):
+                return
             for c in by_uid[uid]:
                 failures(c, "mark", exc)
                 failed.add(c.key)
@@ -513,7 +516,8 @@ def _mark(
         return out
 
     for flags, group in grouped(lambda m: m.flags).items():
-        each(group, functools.partial(_add, mailbox.add_flags, flags))
+        each(group, functools.partial(_add, mailbox.add_flags, flags),
+             functools.partial(_flag_instead, mailbox, flags))
     for labels, group in grouped(lambda m: m.labels).items():
         each(group, functools.partial(_add, mailbox.add_labels, labels))
     for folders, group in grouped(lambda m: m.folders).items():
@@ -527,6 +531,25 @@ def _add(
     adding: Callable[[list[int], list[str]], None], names: tuple[str, ...], uids: list[int]
 ) -> None:
     adding(uids, list(names))
+
+
+def _flag_instead(mailbox: Mailbox, flags: tuple[str, ...], uid: int) -> bool:
+    """A server may announce that it keeps any keyword (PERMANENTFLAGS ``\\*``) and
+    still refuse one: Cyrus once a mailbox has its 100 keywords ("Too many user
+    flags"), Dovecot one longer than 50 characters. The mark is then \\Flagged, as on
+    a server that keeps no keywords at all. True if that worked."""
+    if all(f.startswith("\\") for f in flags):
+        return False
+    plain = [f for f in flags if f.startswith("\\")]
+    try:
+        mailbox.add_flags([uid], [*plain, "\\Flagged"] if "\\Flagged" not in plain else plain)
+    except (ConnectError, StoreError):
+        raise
+    except Exception:
+        return False
+    mailbox.warn_once(f"the server refused the keyword(s) {' '.join(flags)} although it "
+                      "announces that it keeps keywords; marking with \\Flagged instead")
+    return True
 
 
 def _copy_once(

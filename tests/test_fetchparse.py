@@ -260,3 +260,13 @@ def test_fetch_headers_on_a_server_answering_in_the_order_asked() -> None:
             _check_fetch_headers(box, uids)
         finally:
             box.logout()
+
+
+def test_special_use_attributes_are_matched_without_regard_to_case() -> None:
+    from inbox_guard.mailbox import special_folder
+
+    # Cyrus lists a folder its configuration makes the Drafts folder as "\drafts".
+    listing = [((b"\\HasNoChildren",), b"/", "Drafts"),
+               ((b"\\HasNoChildren", b"\\drafts"), b"/", "Brouillons")]
+    assert special_folder(listing, b"\\Drafts") == "Brouillons"
+    assert special_folder(listing[:1], b"\\Drafts") is None

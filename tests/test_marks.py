@@ -259,3 +259,33 @@ def test_on_exchange_marks_are_flags_and_check_says_so(
     snap = account.snapshot()
     assert snap[uid]["flags"] == {FLAGGED} and snap[risky]["flags"] == {FLAGGED}
     assert "marks will show as a flag (\\Flagged)" in out
+
+
+def test_a_keyword_the_server_refuses_although_it_keeps_keywords_becomes_a_flag(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    # Dovecot announces \* but refuses a keyword over 50 characters (Cyrus likewise once
+    # a mailbox holds 100 keywords): the mark is then \Flagged, not an error every pass.
+    long_kw = "$" + "k" * 60
+    practice.config.write_text(practice.config.read_text().replace(
+        "[triage]", f'[triage]\nkeyword = "{long_kw}"'))
+    uid = account.append(message(), SUNDAY_NIGHT)
+    result = practice.once_json(capsys, "--now", MONDAY_8)
+    assert result["errors"] == [] and [f["uid"] for f in result["flagged"]] == [uid]
+    assert account.snapshot()[uid]["flags"] == {FLAGGED}
+    assert practice.once_json(capsys, "--now", MONDAY_8)["flagged"] == []
+
+
+def test_a_mailbox_full_of_keywords_still_shows_the_mark(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    # Cyrus keeps at most 100 keywords per mailbox yet still announces \*: the 101st is
+    # refused ("Too many user flags in mailbox"). On any server the mark must show.
+    filler = account.append(message(sender="stranger@example.org"), SUNDAY_NIGHT)
+    with account.client() as c:
+        c.select_folder("INBOX")
+        c.add_flags([filler], [f"$K{i:03d}" for i in range(100)], silent=True)
+    uid = account.append(message(), SUNDAY_NIGHT + timedelta(minutes=1))
+    result = practice.once_json(capsys, "--now", MONDAY_8)
+    assert result["errors"] == [] and [f["uid"] for f in result["flagged"]] == [uid]
+    assert account.snapshot()[uid]["flags"] & {KW, FLAGGED}
