@@ -149,7 +149,8 @@ def show(run: DemoRun, out: Callable[[str], None] = print) -> None:
     seeded = {s.uid for s in run.seeded}
     out(f"Inbox: {len(seeded)} messages, {len(marked)} marked; none moved, none read.")
     out(f"(This embedded server keeps no custom keywords, so marks show as \\Flagged here;"
-        f" on Dovecot, Fastmail or Gmail they are {st.main.triage.keyword}.)")
+        f" elsewhere they are {st.main.triage.keyword} too, and [mark] show chooses what"
+        " your mail app shows: a Gmail label, a coloured flag, a folder.)")
     out(f"Drafts folder: {len(run.drafts)} holding replies waiting for review (not sent).")
     if run.drafts:
         first = min(run.drafts)
