@@ -32,13 +32,12 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from .dovecot import free_port
+from .dovecot import children_of, free_port, wait_for_greeting
 
 # Everything imapd, master and saslpasswd2 need that a machine with Dovecot and
 # libsasl2-modules lacks (found with ldd on the unpacked binaries).
@@ -187,44 +186,23 @@ DAEMON {{
                 start_new_session=True,
             )
         try:
-            self._wait_for_greeting(time.monotonic() + timeout)
+            wait_for_greeting(self.port, time.monotonic() + timeout, "cyrus", self._alive)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_for_greeting(self, deadline: float) -> None:
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._master is not None and self._master.poll() is not None:
-                log = (self.root / "master.log").read_text(errors="replace")
-                raise RuntimeError(f"cyrus master exited ({self._master.returncode}): {log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    if s.recv(64).startswith(b"* OK"):
-                        return
-            except OSError as exc:
-                last = exc
-            time.sleep(0.02)  # polling for readiness, bounded by the deadline
-        raise RuntimeError(f"cyrus did not greet on port {self.port}: {last}")
-
-    def _children(self, parent: int) -> list[int]:
-        out = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == str(parent):
-                out.append(int(stat.parent.name))
-        return out
+    def _alive(self) -> None:
+        if self._master is not None and self._master.poll() is not None:
+            log = (self.root / "master.log").read_text(errors="replace")
+            raise RuntimeError(f"cyrus master exited ({self._master.returncode}): {log}")
 
     def stop(self) -> None:
         """Stop master (SIGTERM ends it and its services), then any imapd left over."""
         master, self._master = self._master, None
         if master is None:
             return
-        children = self._children(master.pid)
+        children = children_of(master.pid)
         with contextlib.suppress(ProcessLookupError):
             master.send_signal(signal.SIGTERM)
         try:

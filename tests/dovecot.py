@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -32,9 +33,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for_greeting(port: int, deadline: float) -> None:
+def wait_for_greeting(
+    port: int, deadline: float, name: str = "dovecot",
+    alive: Callable[[], None] | None = None,
+) -> None:
+    """Poll the port until the server greets (``* OK``), up to ``deadline``; ``alive``
+    raises if the server has died meanwhile (no use waiting for it)."""
     last: Exception | None = None
     while time.monotonic() < deadline:
+        if alive is not None:
+            alive()
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                 if s.recv(64).startswith(b"* OK"):
@@ -42,7 +50,20 @@ def _wait_for_greeting(port: int, deadline: float) -> None:
         except OSError as exc:
             last = exc
         time.sleep(0.02)  # polling for readiness, bounded by the deadline
-    raise RuntimeError(f"dovecot did not greet on port {port}: {last}")
+    raise RuntimeError(f"{name} did not greet on port {port}: {last}")
+
+
+def children_of(parent: int | str) -> list[int]:
+    """The processes whose parent is ``parent`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(parent):
+            out.append(int(stat.parent.name))
+    return out
 
 
 class Dovecot:
@@ -150,23 +171,12 @@ namespace inbox {{
         # The daemon keeps the starter's stdout open: a file, never a pipe.
         with open(self.root / "start.log", "ab") as out:
             subprocess.run([DOVECOT, "-c", str(self.conf)], stdout=out, stderr=out, check=True)
-        _wait_for_greeting(self.port, time.monotonic() + timeout)
+        wait_for_greeting(self.port, time.monotonic() + timeout)
         return self
 
     def _children(self) -> list[int]:
         pid_file = self.root / "run" / "master.pid"
-        if not pid_file.exists():
-            return []
-        master = pid_file.read_text().strip()
-        out = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == master:
-                out.append(int(stat.parent.name))
-        return out
+        return children_of(pid_file.read_text().strip()) if pid_file.exists() else []
 
     def stop(self) -> None:
         """Stop the server, including session processes that outlive the master
