@@ -97,8 +97,7 @@ def _session(settings: Any, dry_run: bool) -> Iterator[tuple[Any, Any]]:
 
     store = Store.snapshot(settings.state_path) if dry_run else Store.open(settings.state_path)
     try:
-        secret = login_secret(settings.main.account, settings.path)
-        mailbox = Mailbox.connect(settings.main.account, secret)
+        mailbox = Mailbox.connect(settings.main.account, login_secret(settings))
         try:
             yield mailbox, store
         finally:
@@ -155,6 +154,8 @@ def _check_one(settings: Any, clock: datetime, connect: bool) -> None:
 
     who = f" [{settings.name}]" if settings.name else ""
     click.echo(f"config: {settings.path}{who} ok ({len(settings.clients)} client files)")
+    if settings.main.account.auth == "oauth2" and not connect:
+        click.echo(f"  {_signin_line(settings)}")
     for c in settings.clients.values():
         nxt = next_session(c.sessions, clock, settings.tz)
         when = f"{nxt:%a %Y-%m-%d %H:%M}" if nxt else "no session scheduled"
@@ -171,10 +172,33 @@ def _check_one(settings: Any, clock: datetime, connect: bool) -> None:
             drafts = mailbox.find_drafts(settings.main.account.drafts)
             acct = settings.main.account
             click.echo(f"server: {acct.host}:{acct.effective_port} ({acct.security}) login ok")
+            if acct.auth == "oauth2":
+                click.echo(f"  {_signin_line(settings)}")
             click.echo(f"  capabilities: {', '.join(have) or 'none that matter'}")
             click.echo(f"  inbox: {acct.inbox} ({status.exists} messages)")
             click.echo(f"  drafts: {drafts}")
             click.echo(f"  {_what_marks_look_like(settings, caps, status)}")
+
+
+def _account_flag(settings: Any) -> str:
+    return f" --account {settings.name}" if settings.name else ""
+
+
+def _signin_line(settings: Any) -> str:
+    """Who is signed in, until when the access token runs, and what it may do."""
+    from .signin import Tokens
+
+    status = Tokens(settings).status()
+    if status is None:
+        return f"sign-in: none kept yet: run `inbox-guard{_account_flag(settings)} login`"
+    tz = settings.tz
+    until = datetime.fromtimestamp(status.expires_at, tz)
+    line = (f"signed in as {status.who} ({status.provider}); access token valid until "
+            f"{until:%Y-%m-%d %H:%M} (renewed automatically)")
+    if status.refresh_expires_at:
+        line += (f"; sign-in lasts until "
+                 f"{datetime.fromtimestamp(status.refresh_expires_at, tz):%Y-%m-%d %H:%M}")
+    return f"{line}; scopes: {', '.join(status.scopes)}; kept in {status.where}"
 
 
 def _what_marks_look_like(settings: Any, caps: set[bytes], status: Any) -> str:
@@ -301,6 +325,36 @@ def agenda(state: _State, client_id: str | None, now: str | None) -> None:
         click.echo("no upcoming agenda notes")
     for f in files:
         click.echo(f.read_text(encoding="utf-8").rstrip() + "\n")
+
+
+@cli.command()
+@click.option("--no-browser", is_flag=True,
+              help="Google: print the sign-in address instead of opening a browser "
+              "(for a server over SSH); paste the address the browser ends on.")
+@click.pass_obj
+def login(state: _State, no_browser: bool) -> None:
+    """Sign in to Google or Microsoft (auth = "oauth2") and keep the tokens.
+
+    Microsoft: prints an address and a code to enter in any browser (it works over
+    SSH). Google: opens the browser at Google's sign-in page, which sends the answer
+    back to this machine; with --no-browser it prints the address instead. The tokens
+    are kept beside the state file (owner-only) or in the OS keyring, and renewed
+    automatically; run login again only when told the sign-in has expired."""
+    from .signin import login as sign_in
+
+    settings = state.settings()
+    account = settings.main.account
+    if account.auth != "oauth2":
+        raise ConfigError(
+            f"{settings.path}: account.auth is {account.auth!r}: `login` is for "
+            "auth = \"oauth2\" (with provider = \"google\" or \"microsoft\")"
+        )
+    status = sign_in(settings, lambda text: click.echo(text), browser=not no_browser)
+    click.echo(f"Signed in as {status.who} ({status.provider}); tokens kept in "
+               f"{status.where}.")
+    if status.who.lower() != account.username.lower() and status.who != "(not said)":
+        click.echo(f"Note: account.username is {account.username}; the server accepts the "
+                   "sign-in only if that mailbox is yours or shared with you.", err=True)
 
 
 # Thunderbird tag colours for the mark colours (Thunderbird's own palette of tags).

@@ -109,6 +109,11 @@ def _(message: str) -> str:
 
 
 ALERT_SUBJECT = _("inbox-guard: a client's message has risk words, please read it")
+SIGNIN_SUBJECT = _("inbox-guard: sign-in needed, mail is not being checked")
+SIGNIN_TEXT = _("inbox-guard can no longer sign in to %(account)s, so out-of-hours mail is "
+                "not being marked or drafted. On the machine where inbox-guard runs, sign in "
+                "again with: %(command)s")
+SIGNIN_DETAILS = _("Details: %(why)s")
 DISCLAIMER_TEXT = _("keyword screen, not an assessment")  # = risk.DISCLAIMER, for the catalogue
 
 # The names of the marks where a mail app shows a name (a Gmail label, a folder, a
@@ -242,6 +247,24 @@ def digest_message(
     html = env.get_template("digest.html.j2").render(digest=digest, subject=subject)
     msg.set_content(_wrap(text, 998), charset="utf-8")
     msg.add_alternative(html, subtype="html", charset="utf-8")
+    return msg
+
+
+def signin_alert(settings: Settings, why: str, basis: str, now: datetime) -> EmailMessage:
+    """Tell the practitioner that the kept sign-in has expired (``auth = "oauth2"``)."""
+    t = translations(settings.main.therapist.language)
+    domain = settings.main.therapist.email.rsplit("@", 1)[1]
+    message_id = f"<inbox-guard.signin.{basis[:24]}@{domain}>"
+    msg = _own_message(settings, t.gettext(SIGNIN_SUBJECT), message_id, now)
+    msg["Importance"] = "high"
+    command = "inbox-guard" + (f" --account {settings.name}" if settings.name else "") + " login"
+    body = "\n\n".join([
+        t.gettext(SIGNIN_TEXT) % {"account": settings.main.account.username,
+                                  "command": command},
+        t.gettext(SIGNIN_DETAILS) % {"why": why},
+        "--\ninbox-guard",
+    ])
+    msg.set_content(_wrap(body) + "\n", charset="utf-8")
     return msg
 
 

@@ -1,5 +1,7 @@
-"""Secrets come from the environment or a command, read only when connecting:
-a password, or for ``auth = "xoauth2"`` an OAuth2 access token from ``token_command``."""
+"""Secrets come from the environment, a command or the kept sign-in, read only when
+connecting: a password; for ``auth = "xoauth2"`` an OAuth2 access token printed by
+``token_command``; for ``auth = "oauth2"`` the access token :mod:`inbox_guard.signin`
+keeps current."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Protocol
 
-from .config import Account, _Secret
+from .config import Account, Settings, _Secret
 from .errors import AuthError, ConfigError
 
 
@@ -48,10 +51,50 @@ def _without_queries(text: str) -> str:
     return _QUERY.sub(r"\1?…", text)
 
 
-def login_secret(account: Account, config_file: Path) -> str:
-    """What the IMAP login needs: the password, or a fresh OAuth2 access token."""
-    if account.auth != "xoauth2":
-        return password(account, "account", config_file)
+class Secret(Protocol):
+    """What a login needs, asked for at each (re)connection. ``fresh``: the server has
+    just refused the last one, so renew it if that is possible."""
+
+    def get(self, fresh: bool = False) -> str: ...
+
+
+class Fixed:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def get(self, fresh: bool = False) -> str:
+        return self.value
+
+
+class _Password:
+    def __init__(self, account: Account, config_file: Path) -> None:
+        self.account, self.config_file = account, config_file
+
+    def get(self, fresh: bool = False) -> str:
+        return password(self.account, "account", self.config_file)
+
+
+class _TokenCommand:
+    def __init__(self, account: Account, config_file: Path) -> None:
+        self.account, self.config_file = account, config_file
+
+    def get(self, fresh: bool = False) -> str:
+        return _token_from_command(self.account, self.config_file)
+
+
+def login_secret(settings: Settings) -> Secret:
+    """The account's login secret, by its ``auth``."""
+    account = settings.main.account
+    if account.auth == "oauth2":
+        from .signin import Tokens
+
+        return Tokens(settings)
+    if account.auth == "xoauth2":
+        return _TokenCommand(account, settings.path)
+    return _Password(account, settings.path)
+
+
+def _token_from_command(account: Account, config_file: Path) -> str:
     where = f"{config_file}: account.token_command"
     try:
         done = subprocess.run(

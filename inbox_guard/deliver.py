@@ -19,7 +19,7 @@ from email.message import EmailMessage
 
 from . import compose, digest
 from .config import Settings
-from .credentials import password
+from .credentials import Fixed, Secret, login_secret, password
 from .mailbox import Mailbox
 from .store import Problem, Store
 
@@ -37,7 +37,11 @@ def deliver(
 
     server = main.smtp
     assert server is not None  # checked at config load
-    secret = password(server, "smtp", settings.path) if server.username else None
+    secret: Secret | None = None
+    if server.auth == "oauth2":
+        secret = login_secret(settings)  # the account's own sign-in
+    elif server.username:
+        secret = Fixed(password(server, "smtp", settings.path))
     smtp.send(server, secret, message, [settings.digest_to], main.therapist.all_addresses)
 
 

@@ -6,6 +6,8 @@
      │    ├── ConnectError    cannot reach the server / TLS      -> exit 3
      │    │    └── ConnectionLost  it hung up mid-command      -> exit 3
      │    └── AuthError       the server refused the login       -> exit 3
+     │         └── SignInNeeded  auth = "oauth2": no sign-in kept, or it expired or
+     │                           was revoked: `inbox-guard login` again  -> exit 3
      ├── DeliveryError        SMTP delivery of digest or alert   -> exit 1
      └── StoreError           the state database                 -> exit 1
           └── BusyError       another process holds the state file -> exit 1
@@ -41,6 +43,12 @@ class ConnectionLost(ConnectError):
 
 class AuthError(MailboxError):
     exit_code = 3
+
+
+class SignInNeeded(AuthError):
+    """The provider no longer honours the kept sign-in (expired, revoked, or never
+    made). Nothing but the practitioner running ``inbox-guard login`` can fix it, so
+    the service tells them once, by the digest's route, and waits for a new sign-in."""
 
 
 class DeliveryError(InboxGuardError):

@@ -26,10 +26,15 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import DRAFTS
 
 from .config import Account
+from .credentials import Fixed, Secret
 from .errors import AuthError, ConnectError, ConnectionLost, MailboxError
 from .fetchparse import parse_fetch
 
 log = logging.getLogger(__name__)
+
+
+class _TokenRefused(AuthError):
+    """The server said no to an OAuth2 access token (not to a password)."""
 
 FETCH_BATCH = 2000
 TEXT_BATCH = 250
@@ -116,7 +121,8 @@ class Mailbox:
     """A logged-in IMAP connection and the few operations a pass needs."""
 
     def __init__(
-        self, client: imapclient.IMAPClient, account: Account | None = None, secret: str = ""
+        self, client: imapclient.IMAPClient, account: Account | None = None,
+        secret: str | Secret = "",
     ) -> None:
         self._c = client
         self._account = account  # kept for reconnect()
@@ -129,8 +135,21 @@ class Mailbox:
     # -- connection --------------------------------------------------------------
 
     @classmethod
-    def connect(cls, account: Account, password: str) -> Mailbox:
-        """Log in with ``password``: the password, or the access token for xoauth2."""
+    def connect(cls, account: Account, secret: str | Secret) -> Mailbox:
+        """Log in with ``secret``: the password, or the OAuth2 access token. A token
+        the server refuses is renewed once (``auth = "oauth2"``): the provider may
+        have ended it early, or this machine's clock may be behind the server's."""
+        source = Fixed(secret) if isinstance(secret, str) else secret
+        try:
+            return cls._connect(account, source, source.get())
+        except _TokenRefused:
+            if account.auth != "oauth2":
+                raise
+            log.info("the server refused the access token: renewing it once")
+            return cls._connect(account, source, source.get(fresh=True))
+
+    @classmethod
+    def _connect(cls, account: Account, source: Secret, password: str) -> Mailbox:
         where = f"{account.host}:{account.effective_port}"
         try:
             client = imapclient.IMAPClient(
@@ -151,7 +170,7 @@ class Mailbox:
         except (OSError, imaplib.IMAP4.error, IMAPClientError) as exc:
             raise ConnectError(f"cannot connect to {where}: {exc}") from exc
         try:
-            if account.auth == "xoauth2":
+            if account.auth in ("xoauth2", "oauth2"):
                 client.oauth2_login(account.username, password)
             elif account.username.isascii() and password.isascii():
                 client.login(account.username, password)
@@ -171,8 +190,8 @@ class Mailbox:
             _quietly_close(client)
             # The server's text is kept, the secret never is.
             said = _text(exc).replace(password, "***") if password else _text(exc)
-            if account.auth == "xoauth2":
-                raise AuthError(
+            if account.auth in ("xoauth2", "oauth2"):
+                raise _TokenRefused(
                     f"{where} refused the OAuth2 token for {account.username!r} (expired, "
                     f"revoked, or issued for another account?): {said}"
                 ) from None
@@ -193,7 +212,7 @@ class Mailbox:
         # the first SELECT and ask CAPABILITY before its next raw command.
         with _translated("CAPABILITY"):
             client.capabilities()
-        return cls(client, account, password)
+        return cls(client, account, source)
 
     def reconnect(self) -> None:
         """Log in again after the server hung up, and select the folder that was

@@ -28,7 +28,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .config import Settings
 from .credentials import login_secret
 from .deliver import run_digest
-from .errors import ConnectError, InboxGuardError, StoreError
+from .errors import ConnectError, InboxGuardError, SignInNeeded, StoreError
 from .ics import with_calendar
 from .mailbox import Mailbox
 from .store import MAX_PROBLEMS, Problem, Store
@@ -76,6 +76,9 @@ class Service:
         self.scheduler = BackgroundScheduler(timezone=settings.tz)
         self._watcher = threading.Thread(target=self._watch, name="idle", daemon=True)
         self._idle: Mailbox | None = None  # the watcher's own connection
+        # auth = "oauth2" and the sign-in has expired: the kept record's fingerprint
+        # then, watched so the service tries again as soon as `login` replaces it.
+        self._signin_gone: str | None = None
 
     # -- jobs --------------------------------------------------------------------
 
@@ -85,8 +88,7 @@ class Service:
     def _connect(self) -> Mailbox:
         if self._mailbox is None:
             account = self.settings.main.account
-            secret = login_secret(account, self.settings.path)
-            self._mailbox = Mailbox.connect(account, secret)
+            self._mailbox = Mailbox.connect(account, login_secret(self.settings))
             self.log.info("connected to %s:%s", account.host, account.effective_port)
         return self._mailbox
 
@@ -122,11 +124,57 @@ class Service:
                 delay = backoff(self._failures[job], cap if job == "triage" else 3600.0)
                 self.log.error("%s failed: %s; retrying in %.0f s", job, why, delay)
                 self._note_problem(f"{job}: {why}")
+                if isinstance(exc, SignInNeeded):
+                    self._signin_lost(why)
                 self._retry(job, delay)
                 self.done.put((job, False))
                 return
             self._failures[job] = 0
+            if self._signin_gone is not None and job == "triage":
+                self._signin_gone = None
+                with suppress(JobLookupError):
+                    self.scheduler.remove_job("signin-watch")
             self.done.put((job, True))
+
+    # -- an expired sign-in (auth = "oauth2") ---------------------------------------
+
+    def _signin_lost(self, why: str) -> None:
+        """Tell the practitioner once, by the digest's route where that route does not
+        need the lost sign-in itself, and watch for a new ``login``."""
+        if self._signin_gone is not None or self.stopping.is_set():
+            return
+        from .tokens import TokenStore
+
+        store = TokenStore(self.settings)
+        self._signin_gone = store.fingerprint()
+        self.scheduler.add_job(self._signin_watch, "interval", seconds=2, id="signin-watch",
+                               replace_existing=True, args=[store])
+        main = self.settings.main
+        if main.digest.deliver == "imap" or (main.smtp is not None
+                                             and main.smtp.auth == "oauth2"):
+            self.log.error("cannot send an alert about it: the digest's route needs the "
+                           "same sign-in; the next digest after `login` will say so")
+            return
+        from .compose import signin_alert
+        from .deliver import deliver
+
+        now = self._now()
+        try:
+            deliver(self.settings, signin_alert(self.settings, why, self._signin_gone, now),
+                    None, now)
+            self.log.info("sent an alert: the sign-in needs renewing")
+        except InboxGuardError as exc:
+            self.log.error("could not send the sign-in alert: %s", exc)
+
+    def _signin_watch(self, store: Any) -> None:
+        if self._signin_gone is None or store.fingerprint() == self._signin_gone:
+            return
+        self.log.info("a new sign-in was kept: trying again now")
+        self._signin_gone = None
+        with suppress(JobLookupError):
+            self.scheduler.remove_job("signin-watch")
+        self._failures["triage"] = 0
+        self._due_now()
 
     def _note_problem(self, what: str) -> None:
         """Keep ``what`` for the next digest: in the state store, so a restart does not
@@ -218,8 +266,7 @@ class Service:
         while not self.stopping.is_set():
             try:
                 if self._idle is None:
-                    self._idle = Mailbox.connect(account, login_secret(account,
-                                                                       self.settings.path))
+                    self._idle = Mailbox.connect(account, login_secret(self.settings))
                     if b"IDLE" not in self._idle.capabilities():
                         self.log.info("the server has no IDLE: polling every %d min",
                                  self.settings.main.triage.poll_minutes)

@@ -10,13 +10,36 @@ import smtplib
 import ssl
 from collections.abc import Iterable
 from email.message import EmailMessage
+from typing import Any
 
 from .config import Smtp
+from .credentials import Secret
 from .errors import DeliveryError
 
 
+def _xoauth2(user: str, token: str) -> Any:
+    """RFC 7628-style XOAUTH2: the bearer token first; an error challenge is answered
+    with an empty line, after which the server says no."""
+    def answer(challenge: bytes | None = None, /) -> str:
+        return f"user={user}\x01auth=Bearer {token}\x01\x01" if challenge is None else ""
+    return answer
+
+
+def _log_in(client: smtplib.SMTP, server: Smtp, secret: Secret) -> None:
+    user = server.username or ""
+    if server.auth != "oauth2":
+        client.login(user, secret.get())
+        return
+    client.ehlo_or_helo_if_needed()
+    try:
+        client.auth("XOAUTH2", _xoauth2(user, secret.get()))
+    except smtplib.SMTPAuthenticationError:
+        # Renewed once, as for IMAP: the provider may have ended the token early.
+        client.auth("XOAUTH2", _xoauth2(user, secret.get(fresh=True)))
+
+
 def send(
-    server: Smtp, password: str | None, message: EmailMessage, to: Iterable[str],
+    server: Smtp, secret: Secret | None, message: EmailMessage, to: Iterable[str],
     allowed: Iterable[str],
 ) -> None:
     recipients = [r.lower() for r in to]
@@ -41,8 +64,8 @@ def send(
         with client:
             if server.security == "starttls":
                 client.starttls(context=context)
-            if server.username:
-                client.login(server.username, password or "")
+            if server.username and secret is not None:
+                _log_in(client, server, secret)
             refused = client.send_message(message, to_addrs=recipients)
     except smtplib.SMTPAuthenticationError as exc:
         raise DeliveryError(f"{where} refused the SMTP login for {server.username!r}") from exc

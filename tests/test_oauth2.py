@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from inbox_guard.config import Account as AccountConfig
-from inbox_guard.credentials import login_secret
+from inbox_guard.credentials import _token_from_command
 from inbox_guard.errors import AuthError
 
 from .conftest import Account, message, write_practice
@@ -115,7 +115,7 @@ def test_a_helper_asking_for_authorisation_does_not_leak_its_url_query(tmp_path:
     account = AccountConfig(host="imap.example.net", username=USER, auth="xoauth2",
                             token_command=f"echo 'Token unavailable until authorised with URL {url}' >&2; exit 1")
     with pytest.raises(AuthError) as caught:
-        login_secret(account, tmp_path / "inbox-guard.toml")
+        _token_from_command(account, tmp_path / "inbox-guard.toml")
     said = str(caught.value)
     assert said.endswith("failed (exit 1): Token unavailable until authorised with URL "
                          "https://login.example.net/oauth2/authorize?…")
