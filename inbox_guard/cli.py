@@ -132,6 +132,10 @@ def cli(ctx: click.Context, config: str | None, account: str | None, debug: bool
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    if not debug:
+        # The sign-in libraries' HTTP retries are theirs to report only with --debug:
+        # what failed in the end is our one line.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 @cli.command()

@@ -12,6 +12,7 @@ new login."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import re
@@ -32,8 +33,8 @@ from aiosmtpd.controller import Controller
 from inbox_guard import config, signin
 from inbox_guard.errors import SignInNeeded
 from inbox_guard.mailbox import Mailbox
+from inbox_guard.service import Service
 from inbox_guard.store import Store
-from inbox_guard.tokens import TokenStore
 from inbox_guard.triage import run_pass
 
 from .authserver import AuthServer
@@ -312,6 +313,14 @@ def test_an_unreachable_sign_in_server_is_one_line(tmp_path: Path, auth: AuthSer
     assert done.stderr.strip() == ("inbox-guard: cannot reach the sign-in server 127.0.0.1: "
                                    "ConnectionError")
 
+    ms = practice(tmp_path / "ms", auth, imap, "microsoft")
+    ms.config.write_text(ms.config.read_text().replace(auth.url,
+                                                       f"https://127.0.0.1:{free_port()}"))
+    done = ms.cli("login")
+    assert done.returncode == 3
+    assert done.stderr.strip() == ("inbox-guard: cannot reach the sign-in server 127.0.0.1: "
+                                   "ConnectionError")
+
 
 # -- over time: renewal, rotation, revocation -------------------------------------------
 
@@ -397,3 +406,138 @@ def test_googles_seven_day_testing_limit_becomes_one_line(
     finally:
         imap.cleanup()
         auth.stop()
+
+
+# -- the service ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, list[bytes]]]:
+    """A real SMTP server on loopback (aiosmtpd), keeping what it is sent."""
+    received: list[bytes] = []
+
+    class Keep:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+            received.append(envelope.content)  # type: ignore[attr-defined]
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, received
+    finally:
+        controller.stop()
+
+
+def wait_for(service: Service, job: str, timeout: float = 60) -> bool:
+    """The next completion of ``job``; True when it succeeded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        name, ok = service.done.get(timeout=max(0.1, deadline - time.monotonic()))
+        if name == job:
+            return ok
+
+
+def fire(service: Service, job: str) -> None:
+    service.scheduler.modify_job(job, next_run_time=datetime.now(service.settings.tz))
+
+
+def refreshes(auth: AuthServer) -> int:
+    return len([g for g in auth.grants if g[0] == "refresh_token"])
+
+
+def test_the_service_renews_silently_survives_revocation_and_resumes_after_login(
+        tmp_path: Path, auth: AuthServer, imap: Dovecot, monkeypatch: pytest.MonkeyPatch,
+        smtp: tuple[int, list[bytes]], caplog: pytest.LogCaptureFixture) -> None:
+    port, received = smtp
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(auth.ca_file))
+    p = practice(tmp_path, auth, imap, "microsoft", extra=f"""
+        [digest]
+        deliver = "smtp"
+        [smtp]
+        host = "127.0.0.1"
+        port = {port}
+        security = "plain"
+        """)
+    assert login_microsoft(p).returncode == 0
+    first_rt = auth.refresh_tokens(USER)
+    service = Service(config.load(p.config))
+    caplog.set_level(logging.INFO, logger="inbox_guard")
+    try:
+        service.start()
+        assert wait_for(service, "triage")
+
+        # 1. Silent renewal: two hours on, the server has hung up and the access
+        # token is stale; the pass logs in again with a renewed one.
+        before = refreshes(auth)
+        auth.advance(2 * 3600)
+        imap.doveadm("kick", USER)
+        fire(service, "triage")
+        assert wait_for(service, "triage")
+        assert refreshes(auth) > before
+        kept = json.loads(p.kept()["msal_cache"])["RefreshToken"]  # type: ignore[arg-type]
+        assert [e["secret"] for e in kept.values()][0] in auth.refresh_tokens(USER)
+        assert not set(first_rt) & set(auth.refresh_tokens(USER))  # rotated, and saved
+
+        # 2. Revoked (a password change): one line, one alert, and the service goes on.
+        auth.revoke(USER)
+        imap.doveadm("kick", USER)
+        caplog.clear()
+        fire(service, "triage")
+        assert not wait_for(service, "triage")
+        assert not wait_for(service, "triage")  # the retry: still failing, still running
+        failures = [r.getMessage() for r in caplog.records if "triage failed" in r.getMessage()]
+        assert failures and all("\n" not in f for f in failures)
+        assert failures[0].startswith(
+            f"triage failed: sign-in for {USER} has expired or was revoked: run "
+            "`inbox-guard login` (Microsoft: invalid_grant: ")
+        [alert] = [m for m in received if b"sign-in needed" in m]
+        assert b"inbox-guard login" in alert
+        assert service.scheduler.running
+
+        # 3. A new login while the service runs: it notices and carries on at once.
+        assert login_microsoft(p).returncode == 0
+        late = p.append(subject="while signed out")
+        assert wait_for(service, "triage", timeout=30)
+        assert KW in imap_flags(p, late)
+        assert len([m for m in received if b"sign-in needed" in m]) == 1
+
+        # 4. The next digest says what happened.
+        fire(service, "digest")
+        assert wait_for(service, "digest")
+        [digest] = [m for m in received if b"Out-of-hours digest" in m]
+        assert b"has expired or was revoked" in digest.replace(b"=\r\n", b"")
+    finally:
+        service.stop()
+
+
+def imap_flags(p: Signed, uid: int) -> tuple[bytes, ...]:
+    from imapclient import IMAPClient
+
+    with IMAPClient("127.0.0.1", port=p.imap.port, ssl=False) as c:
+        c.oauth2_login(USER, _device_token(p.auth))
+        c.select_folder("INBOX", readonly=True)
+        return tuple(c.get_flags([uid])[uid])
+
+
+def test_no_token_text_in_any_output_with_debug(tmp_path: Path, auth: AuthServer,
+                                                imap: Dovecot) -> None:
+    p = practice(tmp_path, auth, imap, "microsoft")
+    login = p.popen("--debug", "login")
+    out = Lines(login.stdout)
+    auth.approve_device(out.wait(r"enter the code (\S+)").group(1), USER)
+    said = [finish(login, out)]
+    p.append()
+    auth.advance(2 * 3600)  # the next command renews, with MSAL's and urllib3's debug lines
+    said.append(p.cli("--debug", "once", "--now", NOW))
+    said.append(p.cli("--debug", "check", "--connect"))
+    assert [d.returncode for d in said] == [0, 0, 0], said[-1].stderr
+    kept = p.kept()
+    cache = json.loads(kept["msal_cache"])  # type: ignore[arg-type]
+    secrets = [e["secret"] for kind in ("AccessToken", "RefreshToken", "IdToken")
+               for e in cache[kind].values()]
+    secrets += [t for t in auth.refresh_tokens(USER)]
+    text = "".join(d.stdout + d.stderr for d in said)
+    assert "DEBUG" in text
+    assert secrets and not [s for s in secrets if s in text]
