@@ -113,13 +113,20 @@ class Signed:
     def config(self) -> Path:
         return self.root / "config" / "inbox-guard.toml"
 
+    keyring: Path | None = None
+
     @property
     def tokens(self) -> Path:
         return self.root / "config" / "state" / "inbox-guard.tokens.json"
 
     def env(self) -> dict[str, str]:
-        return {**{k: v for k, v in os.environ.items() if k != "IG_TEST_PASSWORD"},
-                "REQUESTS_CA_BUNDLE": str(self.auth.ca_file)}
+        env = {**{k: v for k, v in os.environ.items() if k != "IG_TEST_PASSWORD"},
+               "REQUESTS_CA_BUNDLE": str(self.auth.ca_file)}
+        if self.keyring is not None:
+            env.update(PYTHON_KEYRING_BACKEND="tests.keyring_standin.FileKeyring",
+                       IG_TEST_KEYRING=str(self.keyring),
+                       PYTHONPATH=str(Path(__file__).parent.parent))
+        return env
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -215,8 +222,8 @@ def login_microsoft(p: Signed, *extra: str) -> subprocess.CompletedProcess[str]:
     return finish(proc, out)
 
 
-def login_google(p: Signed, paste: bool = False) -> subprocess.CompletedProcess[str]:
-    proc = p.popen("login", "--no-browser")
+def login_google(p: Signed, *extra: str, paste: bool = False) -> subprocess.CompletedProcess[str]:
+    proc = p.popen(*extra, "login", "--no-browser")
     out = Lines(proc.stdout)
     url = out.wait(r"^(https://127\.0\.0\.1:\d+/o/oauth2/auth\?\S+)").group(1)
     p.auth.signed_in = USER
@@ -521,23 +528,68 @@ def imap_flags(p: Signed, uid: int) -> tuple[bytes, ...]:
         return tuple(c.get_flags([uid])[uid])
 
 
+@pytest.mark.parametrize("provider", ["microsoft", "google"])
 def test_no_token_text_in_any_output_with_debug(tmp_path: Path, auth: AuthServer,
-                                                imap: Dovecot) -> None:
-    p = practice(tmp_path, auth, imap, "microsoft")
-    login = p.popen("--debug", "login")
-    out = Lines(login.stdout)
-    auth.approve_device(out.wait(r"enter the code (\S+)").group(1), USER)
-    said = [finish(login, out)]
+                                                imap: Dovecot, provider: str) -> None:
+    p = practice(tmp_path, auth, imap, provider)
+    if provider == "microsoft":
+        login = p.popen("--debug", "login")
+        out = Lines(login.stdout)
+        auth.approve_device(out.wait(r"enter the code (\S+)").group(1), USER)
+        said = [finish(login, out)]
+    else:
+        said = [login_google(p, "--debug")]
     p.append()
-    auth.advance(2 * 3600)  # the next command renews, with MSAL's and urllib3's debug lines
+    auth.advance(2 * 3600)  # the next command renews, with the libraries' debug lines
     said.append(p.cli("--debug", "once", "--now", NOW))
     said.append(p.cli("--debug", "check", "--connect"))
     assert [d.returncode for d in said] == [0, 0, 0], said[-1].stderr
     kept = p.kept()
-    cache = json.loads(kept["msal_cache"])  # type: ignore[arg-type]
-    secrets = [e["secret"] for kind in ("AccessToken", "RefreshToken", "IdToken")
-               for e in cache[kind].values()]
-    secrets += [t for t in auth.refresh_tokens(USER)]
+    if provider == "microsoft":
+        cache = json.loads(kept["msal_cache"])  # type: ignore[arg-type]
+        secrets = [e["secret"] for kind in ("AccessToken", "RefreshToken", "IdToken")
+                   for e in cache[kind].values()]
+    else:
+        secrets = [str(kept["access_token"]), str(kept["refresh_token"])]
+    secrets += auth.refresh_tokens(USER)
     text = "".join(d.stdout + d.stderr for d in said)
     assert "DEBUG" in text
     assert secrets and not [s for s in secrets if s in text]
+
+
+@pytest.mark.parametrize("provider", ["microsoft", "google"])
+def test_login_then_run(tmp_path: Path, auth: AuthServer, imap: Dovecot, provider: str) -> None:
+    """The issue's promise, as a practitioner does it: a fresh config, `login`, `run`."""
+    p = practice(tmp_path, auth, imap, provider)
+    assert (login_microsoft(p) if provider == "microsoft" else login_google(p)).returncode == 0
+    uid = p.append(datetime.now(UTC).replace(hour=23, minute=40) - timedelta(days=1))
+    run = p.popen("run")
+    err = Lines(run.stderr)
+    try:
+        err.wait(r"pass: scanned \d+, flagged 1, ignored 0, errors 0")
+    finally:
+        run.terminate()
+        run.wait(timeout=30)
+        for stream in (run.stdin, run.stdout, run.stderr):
+            assert stream is not None
+            stream.close()
+    assert run.returncode == 0
+    assert KW in imap_flags(p, uid)
+
+
+def test_the_keyring_keeps_the_sign_in_instead_of_a_file(
+        tmp_path: Path, auth: AuthServer, imap: Dovecot) -> None:
+    p = practice(tmp_path, auth, imap, "google")
+    p.config.write_text(p.config.read_text().replace(
+        'provider = "google"', 'provider = "google"\ntoken_store = "keyring"'))
+    p.keyring = tmp_path / "keyring.json"
+    done = login_google(p)
+    assert done.returncode == 0, done.stderr
+    assert "tokens kept in the OS keyring (inbox-guard, google:" in done.stdout
+    assert not p.tokens.exists()
+    [entry] = json.loads(p.keyring.read_text()).values()
+    assert json.loads(entry)["who"] == USER
+    p.append()
+    once = p.cli("once", "--json", "--now", NOW)
+    assert once.returncode == 0, once.stderr
+    assert len(json.loads(once.stdout)["flagged"]) == 1
