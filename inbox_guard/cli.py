@@ -136,6 +136,7 @@ def cli(ctx: click.Context, config: str | None, account: str | None, debug: bool
         # The sign-in libraries' HTTP retries are theirs to report only with --debug:
         # what failed in the end is our one line.
         logging.getLogger("urllib3").setLevel(logging.ERROR)
+        logging.getLogger("msal").setLevel(logging.CRITICAL)
 
 
 @cli.command()
@@ -195,13 +196,16 @@ def _signin_line(settings: Any) -> str:
     status = Tokens(settings).status()
     if status is None:
         return f"sign-in: none kept yet: run `inbox-guard{_account_flag(settings)} login`"
-    tz = settings.tz
-    until = datetime.fromtimestamp(status.expires_at, tz)
+    def local(when: float) -> str:
+        try:
+            return f"{datetime.fromtimestamp(when, settings.tz):%Y-%m-%d %H:%M}"
+        except (OverflowError, ValueError, OSError):
+            return "(unknown)"
+
     line = (f"signed in as {status.who} ({status.provider}); access token valid until "
-            f"{until:%Y-%m-%d %H:%M} (renewed automatically)")
+            f"{local(status.expires_at)} (renewed automatically)")
     if status.refresh_expires_at:
-        line += (f"; sign-in lasts until "
-                 f"{datetime.fromtimestamp(status.refresh_expires_at, tz):%Y-%m-%d %H:%M}")
+        line += f"; sign-in lasts until {local(status.refresh_expires_at)}"
     return f"{line}; scopes: {', '.join(status.scopes)}; kept in {status.where}"
 
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Account, Settings
-from .errors import AuthError, ConnectError, SignInNeeded
-from .tokens import Record, TokenStore
+from .errors import AuthError, ConnectError, InboxGuardError, SignInNeeded
+from .tokens import Record, TokenStore, login_hint
 
 GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -64,14 +64,9 @@ def scopes(settings: Settings) -> list[str]:
     return wanted
 
 
-def _login_hint(settings: Settings) -> str:
-    cmd = "inbox-guard" + (f" --account {settings.name}" if settings.name else "")
-    return f"`{cmd} login`"
-
-
 def expired(settings: Settings) -> SignInNeeded:
     return SignInNeeded(f"sign-in for {settings.main.account.username} has expired or was "
-                        f"revoked: run {_login_hint(settings)}")
+                        f"revoked: run {login_hint(settings)}")
 
 
 def _claims(id_token: str | None) -> dict[str, Any]:
@@ -91,11 +86,36 @@ def _claims(id_token: str | None) -> dict[str, Any]:
 _TRACE = re.compile(r"\s*(Trace ID|Correlation ID|Timestamp):.*", re.S)
 
 
-def _said(error: str | None, description: str | None) -> str:
+def _said(error: object, description: object) -> str:
     """The provider's own words, one line, without Microsoft's trace ids."""
-    text = _TRACE.sub("", (description or "").strip()).replace("\r", " ").replace("\n", " ")
-    text = text[:300]
+    error = " ".join(str(error).split())[:100] if error else ""
+    text = _TRACE.sub("", str(description or "").strip())
+    text = " ".join(text.split())[:300]
     return f"{error}: {text}" if text and error else (text or error or "no reason given")
+
+
+MAX_LIFETIME = 10 * 365 * 86400.0  # seconds: a longer lifetime is not believed
+
+
+def _lifetime(value: object) -> float:
+    """``expires_in`` as the provider gave it, made a sane number of seconds: missing,
+    negative or nonsense counts as already expired (renewed at next use), and no more
+    than ten years is believed."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    if seconds != seconds:  # NaN
+        return 0.0
+    return min(max(seconds, 0.0), MAX_LIFETIME)
+
+
+def _access_token(answer: object, who: str) -> str:
+    """The access token in a token endpoint's answer, or one line saying it is not there."""
+    token = answer.get("access_token") if isinstance(answer, dict) else None
+    if not isinstance(token, str) or not token.strip():
+        raise AuthError(f"{who} answered without an access token: try again later")
+    return token
 
 
 class _Redact(logging.Filter):
@@ -146,12 +166,21 @@ class Status:
     where: str = ""
 
 
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+
+
 def status_of(record: Record, where: str) -> Status:
+    scopes = record.get("scopes")
+    refresh = record.get("refresh_expires_at")
     return Status(
-        provider=record.get("provider", "?"), who=record.get("who") or "(not said)",
-        expires_at=float(record.get("expires_at", 0)),
-        scopes=tuple(record.get("scopes", ())),
-        refresh_expires_at=record.get("refresh_expires_at"), where=where,
+        provider=str(record.get("provider", "?")), who=str(record.get("who") or "(not said)"),
+        expires_at=_number(record.get("expires_at")),
+        scopes=tuple(str(x) for x in scopes) if isinstance(scopes, list) else (),
+        refresh_expires_at=_number(refresh) if refresh is not None else None, where=where,
     )
 
 
@@ -171,12 +200,12 @@ class Tokens:
             record = self.store.read()
             if record is None:
                 raise SignInNeeded(f"no sign-in kept for {self.account.username}: run "
-                                   f"{_login_hint(self.settings)}")
+                                   f"{login_hint(self.settings)}")
             if (record.get("provider"), record.get("client_id")) != (
                     self.account.provider, self.account.client_id):
                 raise SignInNeeded(
                     f"the sign-in kept in {self.store.where} was made for another provider "
-                    f"or client_id: run {_login_hint(self.settings)}")
+                    f"or client_id: run {login_hint(self.settings)}")
             _hide(record)
             provider = _provider(self.settings, self.clock)
             token, renewed = provider.access_token(record, fresh)
@@ -194,6 +223,7 @@ def login(settings: Settings, say: Callable[[str], None], browser: bool = True,
           clock: Clock = time.time) -> Status:
     """Sign in interactively and keep the tokens; say what the practitioner must do."""
     store = TokenStore(settings)
+    store.ready()  # before the practitioner signs in, not after
     record = _provider(settings, clock).login(say, browser)
     _hide(record)
     with store.locked():
@@ -224,7 +254,7 @@ class _Provider:
         return {
             "provider": self.account.provider, "client_id": self.account.client_id,
             "who": who, "scopes": (granted or " ".join(scopes(self.settings))).split(),
-            "expires_at": self.clock() + float(expires_in or 0),
+            "expires_at": self.clock() + _lifetime(expires_in),
         }
 
     def _unreachable(self, host: str, exc: Exception) -> ConnectError:
@@ -238,6 +268,22 @@ class _Provider:
 class _Microsoft(_Provider):
     def _authority(self) -> str:
         return self.account.authority or MICROSOFT_AUTHORITY + (self.account.tenant or "common")
+
+    def _host(self) -> str:
+        return urllib.parse.urlsplit(self._authority()).hostname or self._authority()
+
+    def _failed(self, exc: Exception) -> InboxGuardError:
+        """MSAL's and requests' exceptions as one line each."""
+        import msal.exceptions
+        import requests
+
+        if isinstance(exc, requests.RequestException):
+            return self._unreachable(self._host(), exc)
+        if isinstance(exc, msal.exceptions.MsalError):
+            return AuthError(f"the sign-in server {self._host()} answered with an error: "
+                             + _said(type(exc).__name__, str(exc).splitlines()[0]))
+        return AuthError(f"the sign-in server {self._host()} gave an answer that is not "
+                         "OAuth2")
 
     def _app(self, cache_text: str | None) -> tuple[Any, Any]:
         import msal
@@ -263,6 +309,7 @@ class _Microsoft(_Provider):
         return app, cache
 
     def login(self, say: Callable[[str], None], browser: bool) -> Record:
+        import msal.exceptions
         import requests
 
         app, cache = self._app(None)
@@ -277,12 +324,12 @@ class _Microsoft(_Provider):
                 f"{flow['verification_uri']} in any browser and enter the code "
                 f"{flow['user_code']} (valid for {minutes} minutes).")
             result = app.acquire_token_by_device_flow(flow)
-        except requests.RequestException as exc:
-            raise self._unreachable(urllib.parse.urlsplit(self._authority()).hostname or "",
-                                    exc) from None
+        except (requests.RequestException, msal.exceptions.MsalError, ValueError) as exc:
+            raise self._failed(exc) from None
         if "access_token" not in result:
             raise AuthError("Microsoft sign-in did not complete: "
                             + _said(result.get("error"), result.get("error_description")))
+        _access_token(result, f"the sign-in server {self._host()}")
         claims = result.get("id_token_claims") or {}
         who = claims.get("preferred_username") or claims.get("email")
         record = self._base(who, result.get("scope"), result.get("expires_in"))
@@ -292,6 +339,7 @@ class _Microsoft(_Provider):
         return record
 
     def access_token(self, record: Record, fresh: bool) -> tuple[str, Record | None]:
+        import msal.exceptions
         import requests
 
         app, cache = self._app(record.get("msal_cache"))
@@ -301,9 +349,8 @@ class _Microsoft(_Provider):
         try:
             result = app.acquire_token_silent_with_error(
                 scopes(self.settings), account=accounts[0], force_refresh=fresh)
-        except requests.RequestException as exc:
-            raise self._unreachable(urllib.parse.urlsplit(self._authority()).hostname or "",
-                                    exc) from None
+        except (requests.RequestException, msal.exceptions.MsalError, ValueError) as exc:
+            raise self._failed(exc) from None
         if not result:
             raise expired(self.settings)
         if "access_token" not in result:
@@ -314,14 +361,14 @@ class _Microsoft(_Provider):
             raise AuthError("Microsoft refused to renew the sign-in for "
                             f"{self.account.username}: "
                             + _said(error, result.get("error_description")))
+        token = _access_token(result, f"the sign-in server {self._host()}")
         if not cache.has_state_changed:
-            return result["access_token"], None
-        record = {**record, "msal_cache": cache.serialize(),
-                  "access_token": result["access_token"],
-                  "expires_at": self.clock() + float(result.get("expires_in") or 0)}
+            return token, None
+        record = {**record, "msal_cache": cache.serialize(), "access_token": token,
+                  "expires_at": self.clock() + _lifetime(result.get("expires_in"))}
         if result.get("scope"):
             record["scopes"] = str(result["scope"]).split()
-        return result["access_token"], record
+        return token, record
 
 
 # -- Google: Authlib, installed app with PKCE on a loopback redirect ------------------
@@ -345,25 +392,31 @@ class _Google(_Provider):
         import requests
         from authlib.integrations.base_client.errors import OAuthError
 
+        host = urllib.parse.urlsplit(self._token_uri).hostname or self._token_uri
         try:
-            return what()
+            answer = what()
+        except requests.HTTPError as exc:  # a 5xx: the server is there, and failing
+            status = exc.response.status_code if exc.response is not None else "?"
+            raise AuthError(f"the sign-in server {host} answered HTTP {status}: try again "
+                            "later") from None
         except requests.RequestException as exc:
-            raise self._unreachable(urllib.parse.urlsplit(self._token_uri).hostname or "",
-                                    exc) from None
+            raise self._unreachable(host, exc) from None
         except OAuthError as exc:
             if exc.error == "invalid_grant":
                 raise SignInNeeded(f"{expired(self.settings)} (Google: "
                                    f"{_said(exc.error, exc.description)})") from None
             raise AuthError(f"Google refused the sign-in for {self.account.username}: "
                             + _said(exc.error, exc.description)) from None
-        except ValueError:  # not JSON: a proxy's page, a server error
-            raise AuthError(f"the sign-in server {self._token_uri} gave an answer that "
-                            "is not OAuth2") from None
+        except (ValueError, TypeError, KeyError, OverflowError):  # not JSON, or odd JSON
+            raise AuthError(f"the sign-in server {host} gave an answer that is not "
+                            "OAuth2") from None
+        _access_token(answer, f"the sign-in server {host}")
+        return answer
 
     def login(self, say: Callable[[str], None], browser: bool) -> Record:
         from authlib.common.security import generate_token
 
-        redirect = _Redirect()
+        redirect = _Redirect(login_hint(self.settings))
         try:
             session = self._session(redirect.uri)
             verifier = generate_token(64)
@@ -386,7 +439,7 @@ class _Google(_Provider):
         params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(answer).query))
         if params.get("state") != state:
             raise AuthError("the sign-in answer does not belong to this login (its state "
-                            "differs): run `inbox-guard login` again")
+                            f"differs): run {login_hint(self.settings)} again")
         if "code" not in params:
             raise AuthError("Google sign-in did not complete: "
                             + _said(params.get("error"), params.get("error_description")))
@@ -400,13 +453,14 @@ class _Google(_Provider):
         claims = _claims(token.get("id_token"))
         record = self._base(claims.get("email"), token.get("scope"), token.get("expires_in"))
         record["access_token"] = token["access_token"]
-        record["refresh_token"] = token["refresh_token"]
+        record["refresh_token"] = str(token["refresh_token"])
         if token.get("refresh_token_expires_in"):
-            record["refresh_expires_at"] = self.clock() + float(token["refresh_token_expires_in"])
+            record["refresh_expires_at"] = self.clock() + _lifetime(
+                token["refresh_token_expires_in"])
         return record
 
     def access_token(self, record: Record, fresh: bool) -> tuple[str, Record | None]:
-        left = float(record.get("expires_at", 0)) - self.clock()
+        left = _number(record.get("expires_at")) - self.clock()
         if not fresh and record.get("access_token") and left > RENEW_BEFORE:
             return str(record["access_token"]), None
         if not record.get("refresh_token"):
@@ -415,11 +469,12 @@ class _Google(_Provider):
         token = self._call(lambda: session.refresh_token(
             self._token_uri, refresh_token=record["refresh_token"]))
         record = {**record, "access_token": token["access_token"],
-                  "expires_at": self.clock() + float(token.get("expires_in") or 0)}
-        if token.get("refresh_token"):  # rotated: the old one may already be void
-            record["refresh_token"] = token["refresh_token"]
+                  "expires_at": self.clock() + _lifetime(token.get("expires_in"))}
+        if token.get("refresh_token") and isinstance(token["refresh_token"], str):
+            record["refresh_token"] = token["refresh_token"]  # rotated: the old may be void
         if token.get("refresh_token_expires_in"):
-            record["refresh_expires_at"] = self.clock() + float(token["refresh_token_expires_in"])
+            record["refresh_expires_at"] = self.clock() + _lifetime(
+                token["refresh_token_expires_in"])
         if token.get("scope"):
             record["scopes"] = str(token["scope"]).split()
         return str(token["access_token"]), record
@@ -430,20 +485,27 @@ class _Redirect:
     server on 127.0.0.1 that takes the browser's redirect; or the same address pasted
     into the terminal when the browser is on another machine."""
 
-    def __init__(self) -> None:
+    def __init__(self, hint: str) -> None:
         self.answers: queue.Queue[str] = queue.Queue()
         self.path = "/" + secrets.token_hex(8)
+        self.hint = hint
         answers = self.answers
         path = self.path
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
-                if urllib.parse.urlsplit(self.path).path != path:
+                parts = urllib.parse.urlsplit(self.path)
+                if parts.path != path:
                     self.send_error(404)
                     return
-                body = ("<!doctype html><title>inbox-guard</title><p>"
-                        + html.escape("Signed in: you can close this window and go back "
-                                      "to the terminal.") + "</p>").encode()
+                query = dict(urllib.parse.parse_qsl(parts.query))
+                said = ("Done: you can close this window and go back to the terminal."
+                        if "code" in query and "error" not in query else
+                        "The sign-in did not complete"
+                        + (f" ({query['error'][:80]})" if query.get("error") else "")
+                        + ": the terminal says what to do next.")
+                body = ("<!doctype html><title>inbox-guard</title><p>" + html.escape(said)
+                        + "</p>").encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -471,7 +533,7 @@ class _Redirect:
             return self.answers.get(timeout=seconds)
         except queue.Empty:
             raise AuthError(f"no sign-in within {seconds / 60:.0f} minutes: run "
-                            "`inbox-guard login` again when ready") from None
+                            f"{self.hint} again when ready") from None
 
     def close(self) -> None:
         self._server.shutdown()

@@ -158,7 +158,8 @@ def test_the_keyring_store_without_a_keyring_says_so(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "inbox_guard", "--config", str(path), "once"],
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().endswith("no OS keyring was found on this machine (on a server, "
+    assert done.stderr.strip().endswith("no OS keyring was found on this machine, or it is "
+                                        "disabled (on a server, "
                                         "use token_store = \"file\")")
 
 
