@@ -8,6 +8,7 @@ import json
 import os
 import re
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from imapclient import IMAPClient
 
 from inbox_guard.cli import main
+from inbox_guard.service import Service
 
-from .dovecot import Dovecot
+from .dovecot import Dovecot, free_port
 
 PASSWORD_ENV = "IG_TEST_PASSWORD"
 Capsys = pytest.CaptureFixture[str]
@@ -260,3 +263,39 @@ def write_practice(
 def practice(tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch) -> Practice:
     monkeypatch.setenv(PASSWORD_ENV, account.password)
     return write_practice(tmp_path, account)
+
+
+SmtpSink = tuple[int, list[tuple[str, list[str], bytes]]]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpSink]:
+    """A real SMTP server on loopback (aiosmtpd): (port, [(from, to, bytes)])."""
+    received: list[tuple[str, list[str], bytes]] = []
+
+    class Record:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+            received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))  # type: ignore[attr-defined]
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Record(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, received
+    finally:
+        controller.stop()
+
+
+def wait_for(service: Service, job: str, timeout: float = 30) -> bool:
+    """The next completion of ``job`` by an in-process service; True when it succeeded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        name, ok = service.done.get(timeout=max(0.1, deadline - time.monotonic()))
+        if name == job:
+            return ok
+
+
+def fire(service: Service, job: str) -> None:
+    """Make a scheduled job due now: the scheduler's clock, not a sleep."""
+    service.scheduler.modify_job(job, next_run_time=datetime.now(service.settings.tz))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -11,7 +10,6 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from inbox_guard import smtp
 from inbox_guard.compose import ALERT_SUBJECT
@@ -132,23 +130,6 @@ def test_digest_holds_exactly_the_contacts_since_the_last_one(
     code, out, _ = practice.run("digest", "--now", "2026-11-18T07:30", capsys=capsys)
     assert "nothing to report" in out
 
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[int, list[tuple[str, list[str], bytes]]]]:
-    received: list[tuple[str, list[str], bytes]] = []
-
-    class Record:
-        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
-            received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))  # type: ignore[attr-defined]
-            return "250 OK"
-
-    port = free_port()
-    controller = Controller(Record(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, received
-    finally:
-        controller.stop()
 
 
 def test_smtp_delivery_goes_only_to_the_practitioner(

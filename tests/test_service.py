@@ -20,25 +20,11 @@ from inbox_guard import config
 from inbox_guard.mailbox import Mailbox
 from inbox_guard.service import IDLE_SECONDS, Service, backoff, digest_trigger
 
-from .conftest import PASSWORD_ENV, Account, Practice, message, write_practice
+from .conftest import PASSWORD_ENV, Account, Practice, fire, message, wait_for, write_practice
 from .dovecot import Dovecot
 
 KW = b"$OutOfHours"
 RECENT = datetime.now(UTC) - timedelta(days=1)
-
-
-def wait_for(service: Service, job: str, timeout: float = 30) -> bool:
-    """The next completion of ``job``; True when it succeeded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        name, ok = service.done.get(timeout=max(0.1, deadline - time.monotonic()))
-        if name == job:
-            return ok
-
-
-def fire(service: Service, job: str) -> None:
-    """Make a scheduled job due now: the scheduler's clock, not a sleep."""
-    service.scheduler.modify_job(job, next_run_time=datetime.now(service.settings.tz))
 
 
 def out_of_hours_recently() -> datetime:
