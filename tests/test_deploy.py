@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,3 +52,56 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert problems == [], done.stderr
     for hardening in ("DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes"):
         assert hardening in unit
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the container runs Dovecot as root, "
+                    "dropping to the user mail: only root can do that here")
+def test_the_development_dovecot_config_accepts_its_user() -> None:
+    """deploy/dovecot-dev/dovecot.conf as shipped, on this machine's Dovecot, with only
+    its paths moved into a private folder and a loopback port: the dev user logs in
+    over TLS and has an INBOX (its userdb gives uid mail, below Dovecot's default
+    first_valid_uid of 500)."""
+    import ssl
+
+    from imapclient import IMAPClient
+
+    from .dovecot import Dovecot
+
+    server = Dovecot(tls=True)  # a folder Dovecot's own users can reach, unlike tmp_path
+    shipped = (ROOT / "deploy" / "dovecot-dev" / "dovecot.conf").read_text()
+    certs, mail = server.root / "certs", server.root / "mail"
+    certs.mkdir()
+    mail.mkdir()
+    shutil.chown(mail, "mail", "mail")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=dovecot", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-keyout", str(certs / "dev.key"),
+         "-out", str(certs / "dev.pem")], check=True, capture_output=True)
+    users = server.root / "users"
+    users.write_text("alex@example.org:{PLAIN}dev-password\n")
+    moved = (shipped.replace("/certs/", f"{certs}/").replace("/srv/mail", str(mail))
+             .replace("/etc/dovecot/users", str(users))
+             .replace("listen = *", "listen = 127.0.0.1")
+             .replace("log_path = /dev/stderr", f"log_path = {server.root}/dovecot.log")
+             .replace("port = 993", f"port = {server.tls_port}")
+             # a plain listener on loopback only to see the server greet
+             .replace("port = 0", f"port = {server.port}"))
+    (server.root / "run").mkdir()
+    (server.root / "state").mkdir()
+    server.conf.write_text(f"base_dir = {server.root}/run\nstate_dir = {server.root}/state\n"
+                           f"instance_name = ig-dev-{server.port}\n{moved}")
+    server.start()
+    try:
+        context = ssl.create_default_context(cafile=str(certs / "dev.pem"))
+        with IMAPClient("127.0.0.1", port=server.tls_port, ssl=True,
+                        ssl_context=context) as c:
+            try:
+                c.login("alex@example.org", "dev-password")
+            except Exception as exc:  # the server's log says why, e.g. the uid
+                log = (server.root / "dovecot.log").read_text()
+                raise AssertionError(log[-2000:]) from exc
+            assert c.select_folder("INBOX")[b"EXISTS"] == 0
+            assert any(b"\\Drafts" in flags for flags, _, _ in c.list_folders())
+    finally:
+        server.cleanup()
