@@ -105,3 +105,21 @@ def test_the_development_dovecot_config_accepts_its_user() -> None:
             assert any(b"\\Drafts" in flags for flags, _, _ in c.list_folders())
     finally:
         server.cleanup()
+
+
+def test_the_front_door_runs_the_demo_through_scripts_demo() -> None:
+    """The README's first command, `scripts/demo`, as written: it installs into a
+    virtual environment (here the one running the tests, named by INBOX_GUARD_VENV,
+    never the system's Python) and shows the demo."""
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Try it, test it", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert [line.split("#")[0].strip() for line in block.splitlines()] == [
+        "scripts/demo", "scripts/check"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env["INBOX_GUARD_VENV"] = sys.prefix
+    done = subprocess.run([str(ROOT / "scripts" / "demo")], capture_output=True, text=True,
+                          timeout=300, env=env, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("inbox-guard demo: a sample practice"), done.stdout[:500]
