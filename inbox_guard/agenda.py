@@ -35,12 +35,19 @@ def inert(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def note_line(received_local: datetime, subject: str | None, key: str) -> str:
+RISK_MARK = "**risk words**"
+
+
+def note_line(received_local: datetime, subject: str | None, key: str,
+              risk: bool = False) -> str:
+    """One contact; with ``risk``, marked so it is not read past in the room either."""
     when = f"{received_local:%a} {received_local:%Y-%m-%d %H:%M}"
     # Angle brackets are softened too, so a subject can never forge or close a marker.
     safe = shown(subject or "").replace("<", "‹").replace(">", "›")
     about = f": {inert(safe)}" if safe else ""
-    return f"- {when} — out-of-hours email{about} <!-- inbox-guard:{key[:MARKER_LEN]} -->"
+    mark = f"{RISK_MARK} " if risk else ""
+    return (f"- {when} — {mark}out-of-hours email{about} "
+            f"<!-- inbox-guard:{key[:MARKER_LEN]} -->")
 
 
 def _title(client_name: str, session: datetime | None) -> str:

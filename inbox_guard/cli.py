@@ -257,12 +257,32 @@ def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
         f"ignored {len(result.ignored)}; errors {len(result.errors)}"
     )
     for f in result.flagged:
-        draft = "draft" if f["draft"] else f"no draft ({f['suppressed']})"
-        click.echo(f"  {f['received']}  {f['client']}  {draft}  -> {f['agenda']}")
+        click.echo(f"  {_flagged_line(f, result.errors, settings, dry_run)}")
     for i in result.ignored:
         click.echo(f"  uid {i['uid']}  {i['client']}  ignored: {i['reason']}")
     for e in result.errors:
         click.echo(f"  uid {e['uid']}  error: {e['error']}")
+
+
+def _flagged_line(f: dict[str, Any], errors: list[dict[str, Any]], settings: Any,
+                  dry_run: bool) -> str:
+    """One flagged message for `once`: risk first and in capitals, with what was done
+    about it (the urgent draft, the alert), so it cannot be read past."""
+    draft = "draft" if f["draft"] else f"no draft ({f['suppressed']})"
+    line = f"{f['received']}  {f['client']}  {draft}  -> {f['agenda']}"
+    if not f.get("risk"):
+        return line
+    if not settings.main.risk.alert:
+        told = "no alert (risk.alert is off)"
+    elif dry_run:
+        told = f"would alert {settings.digest_to}"
+    elif any(e["uid"] == f["uid"] and str(e["error"]).startswith("alert") for e in errors):
+        told = "alert NOT sent (see errors)"
+    else:
+        told = f"alert sent to {settings.digest_to}"
+    urgent = "urgent draft" if f["draft"] else draft
+    return (f"RISK WORDS  {f['received']}  {f['client']}  {urgent}; {told}  "
+            f"-> {f['agenda']}")
 
 
 @cli.command()

@@ -671,7 +671,7 @@ def _notes(settings: Settings, store: Store, contacts: list[Contact], failures: 
         try:
             lines = [
                 (agenda.note_line(c.received.astimezone(settings.tz),
-                                  c.subject if with_subject else None, c.key), c.key)
+                                  c.subject if with_subject else None, c.key, c.risk), c.key)
                 for c in group
             ]
             agenda.add_notes(settings.agenda_dir, client_id,

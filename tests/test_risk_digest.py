@@ -169,3 +169,31 @@ def test_smtp_refuses_anyone_but_the_practitioner() -> None:
     with pytest.raises(DeliveryError, match="refusing to send to jane@example.org"):
         smtp.send(server, None, msg, ["alex@example.org", "jane@example.org"],
                   allowed=["alex@example.org"])
+
+
+def test_risk_stands_out_in_the_once_output(practice: Practice, account: Account,
+                                            capsys: Capsys) -> None:
+    account.append(risky_message("I don’t want to be here anymore.\n"), SUNDAY_NIGHT)
+    account.append(message(body="I learnt a new skill\n"), SUNDAY_NIGHT + timedelta(days=1))
+    code, out, _ = practice.run("once", "--dry-run", "--now", MONDAY_8, capsys=capsys)
+    assert code == 0
+    risky = [line for line in out.splitlines() if "RISK WORDS" in line]
+    assert len(risky) == 1
+    assert risky[0].lstrip().startswith("RISK WORDS  ")
+    assert "urgent draft; would alert alex@example.org" in risky[0]
+    code, out, _ = practice.run("once", "--now", MONDAY_8, capsys=capsys)
+    [line] = [line for line in out.splitlines() if "RISK WORDS" in line]
+    assert "urgent draft; alert sent to alex@example.org" in line
+    assert len([ln for ln in out.splitlines() if ln.startswith("  ")]) == 2  # both flagged
+
+
+def test_risk_is_marked_on_the_agenda_line(practice: Practice, account: Account,
+                                           capsys: Capsys) -> None:
+    account.append(risky_message("I don’t want to be here anymore.\n"), SUNDAY_NIGHT)
+    account.append(message(body="I learnt a new skill\n"), SUNDAY_NIGHT + timedelta(days=1))
+    practice.once_json(capsys, "--now", MONDAY_8)
+    lines = [line for f in (practice.agendas / "jane-doe").iterdir()
+             for line in f.read_text().splitlines() if line.startswith("- ")]
+    assert len(lines) == 2
+    assert [line for line in lines if "**risk words** out-of-hours email" in line] == [
+        next(line for line in lines if "Sun 2026-11-15 23:40" in line)]
