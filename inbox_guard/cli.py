@@ -287,10 +287,16 @@ def _flagged_line(f: dict[str, Any], errors: list[dict[str, Any]], settings: Any
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Print the digest instead of delivering it.")
+@click.option("--html", "html_file", metavar="FILE", type=click.Path(dir_okay=False,
+              path_type=Path), help="With --dry-run: also write the HTML part to FILE, to "
+              "open in a browser.")
 @click.option("--now", metavar="ISO", help="Clock for the digest (ISO 8601).")
 @click.pass_obj
-def digest(state: _State, dry_run: bool, now: str | None) -> None:
+def digest(state: _State, dry_run: bool, html_file: Path | None, now: str | None) -> None:
     """Build the digest of everything since the last one, and deliver it now."""
+    if html_file is not None and not dry_run:
+        raise click.UsageError("--html goes with --dry-run (a delivered digest is in your "
+                               "inbox already)")
     from .deliver import run_digest
     from .store import Store
 
@@ -316,6 +322,12 @@ def digest(state: _State, dry_run: bool, now: str | None) -> None:
         click.echo("")
         part = run.message.get_body(preferencelist=("plain",))
         click.echo(part.get_content().rstrip() if part is not None else "")
+        if html_file is not None:
+            from .files import write_private
+
+            html = run.message.get_body(preferencelist=("html",))
+            write_private(html_file, html.get_content() if html is not None else "")
+            click.echo(f"\n(the HTML part is in {html_file})", err=True)
         return
     click.echo(f"digest delivered to {settings.digest_to} ({run.digest.count} contacts)")
 

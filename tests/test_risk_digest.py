@@ -197,3 +197,22 @@ def test_risk_is_marked_on_the_agenda_line(practice: Practice, account: Account,
     assert len(lines) == 2
     assert [line for line in lines if "**risk words** out-of-hours email" in line] == [
         next(line for line in lines if "Sun 2026-11-15 23:40" in line)]
+
+
+def test_the_html_digest_can_be_seen_before_it_is_sent(
+        practice: Practice, account: Account, capsys: Capsys, tmp_path: Path) -> None:
+    account.append(message(), SUNDAY_NIGHT)
+    practice.once_json(capsys, "--now", MONDAY_8)
+    page = tmp_path / "digest.html"
+    code, out, err = practice.run("digest", "--dry-run", "--html", str(page), "--now", MONDAY_8,
+                                  capsys=capsys)
+    assert code == 0, err
+    assert "1 out-of-hours contact from 1 client" in out
+    html = page.read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "</html>" in html
+    assert "Jane Doe" in html
+    assert oct(page.stat().st_mode & 0o777) == "0o600"
+    code, _, err = practice.run("digest", "--html", str(page), "--now", MONDAY_8, capsys=capsys)
+    assert code == 2
+    assert err.strip() == ("inbox-guard: error: --html goes with --dry-run (a delivered digest "
+                           "is in your inbox already) (see inbox-guard digest --help)")
