@@ -132,17 +132,25 @@ def _decision(run: DemoRun, s: Seeded) -> str:
     return "left alone"
 
 
+def _cell(text: str, width: int) -> str:
+    """A table cell: cut with an ellipsis where too long, padded where short, so the
+    columns (two spaces apart) never run into each other."""
+    return (text if len(text) <= width else text[:width - 1] + "…").ljust(width)
+
+
 def show(run: DemoRun, out: Callable[[str], None] = print) -> None:
     st = run.settings
     out("inbox-guard demo: a sample practice on an embedded IMAP server (nothing is sent).")
     out(f"Practice: {st.main.therapist.name}, {st.main.timezone}; clients: "
         + ", ".join(f"{c.id}" for c in st.clients.values()))
     out("")
-    out(f"{'received (local)':<18} {'from':<24} {'subject':<30} what inbox-guard did")
+    out(f"{_cell('received (local)', 16)}  {_cell('from', 24)}  {_cell('subject', 30)}  "
+        "what inbox-guard did")
     for s in sorted(run.seeded, key=lambda s: s.received):
         local = s.received.astimezone(st.tz)
         sender = email.utils.parseaddr(s.sender)[1]
-        out(f"{local:%a %d %b %H:%M}   {sender[:24]:<24} {s.subject[:30]:<30} {_decision(run, s)}")
+        out(f"{_cell(f'{local:%a %d %b %H:%M}', 16)}  {_cell(sender, 24)}  "
+            f"{_cell(s.subject, 30)}  {_decision(run, s)}")
     marked = sorted(u for u, (flags, _) in run.inbox.items()
                     if st.main.triage.keyword in flags or "\\Flagged" in flags)
     out("")

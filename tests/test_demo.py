@@ -76,3 +76,15 @@ def test_demo_command_runs_quickly_and_cleans_up() -> None:
     assert "One draft in full:" in done.stdout
     assert "The demo's files were removed" in done.stdout
     assert done.stderr == ""
+
+
+def test_the_demo_table_keeps_its_columns_apart(tmp_path: Path) -> None:
+    lines: list[str] = []
+    demo.show(demo.run(tmp_path / "demo"), lines.append)
+    header = next(i for i, line in enumerate(lines) if line.startswith("received (local)"))
+    starts = [lines[header].index(name) for name in ("from", "subject", "what inbox-guard did")]
+    rows = lines[header + 1:lines.index("", header)]
+    assert len(rows) >= 8
+    for row in rows:
+        for start in starts:  # every column begins where its heading does, after a gap
+            assert row[start - 2:start] == "  " and row[start] != " ", row
