@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,10 @@ def test_dockerfile_is_a_plain_pip_install_as_non_root() -> None:
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
     unit = (ROOT / "deploy" / "inbox-guard.service").read_text()
     # Verify against an executable that exists here; the unit itself names /usr/local/bin.
-    exe = shutil.which("inbox-guard")
+    # The installed command: beside this Python (a virtual environment need not be on
+    # PATH), else wherever PATH finds it.
+    beside = Path(sys.executable).parent / "inbox-guard"
+    exe = str(beside) if beside.exists() else shutil.which("inbox-guard")
     assert exe, "inbox-guard is not installed"
     path = tmp_path / "inbox-guard.service"
     path.write_text(unit.replace("/usr/local/bin/inbox-guard", exe))
@@ -111,8 +115,6 @@ def test_the_front_door_runs_the_demo_through_scripts_demo() -> None:
     """The README's first command, `scripts/demo`, as written: it installs into a
     virtual environment (here the one running the tests, named by INBOX_GUARD_VENV,
     never the system's Python) and shows the demo."""
-    import sys
-
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## Try it, test it", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     assert [line.split("#")[0].strip() for line in block.splitlines()] == [
