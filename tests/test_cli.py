@@ -147,3 +147,15 @@ def test_help_is_still_the_full_help() -> None:
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.startswith("Usage: inbox-guard check [OPTIONS]\n")
     assert "--connect" in done.stdout and "--now ISO" in done.stdout
+
+
+def test_the_version_is_written_once() -> None:
+    import importlib.metadata
+    import tomllib
+
+    import inbox_guard
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert importlib.metadata.version("inbox-guard") == inbox_guard.__version__
+    assert run("--version").stdout.strip() == f"inbox-guard, version {inbox_guard.__version__}"
