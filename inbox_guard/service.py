@@ -76,6 +76,7 @@ class Service:
         self.scheduler = BackgroundScheduler(timezone=settings.tz)
         self._watcher = threading.Thread(target=self._watch, name="idle", daemon=True)
         self._idle: Mailbox | None = None  # the watcher's own connection
+        self._secret = login_secret(settings)  # asked at each login, kept current
         # auth = "oauth2" and the sign-in has expired: the kept record's fingerprint
         # then, watched so the service tries again as soon as `login` replaces it.
         self._signin_gone: str | None = None
@@ -88,7 +89,7 @@ class Service:
     def _connect(self) -> Mailbox:
         if self._mailbox is None:
             account = self.settings.main.account
-            self._mailbox = Mailbox.connect(account, login_secret(self.settings))
+            self._mailbox = Mailbox.connect(account, self._secret)
             self.log.info("connected to %s:%s", account.host, account.effective_port)
         return self._mailbox
 
@@ -266,7 +267,7 @@ class Service:
         while not self.stopping.is_set():
             try:
                 if self._idle is None:
-                    self._idle = Mailbox.connect(account, login_secret(self.settings))
+                    self._idle = Mailbox.connect(account, self._secret)
                     if b"IDLE" not in self._idle.capabilities():
                         self.log.info("the server has no IDLE: polling every %d min",
                                  self.settings.main.triage.poll_minutes)

@@ -194,6 +194,7 @@ class Tokens:
         self.account = settings.main.account
         self.store = TokenStore(settings)
         self.clock = clock
+        self._provider: _Provider | None = None
 
     def get(self, fresh: bool = False) -> str:
         with self.store.locked():
@@ -207,8 +208,9 @@ class Tokens:
                     f"the sign-in kept in {self.store.where} was made for another provider "
                     f"or client_id: run {login_hint(self.settings)}")
             _hide(record)
-            provider = _provider(self.settings, self.clock)
-            token, renewed = provider.access_token(record, fresh)
+            if self._provider is None:  # kept: MSAL fetches its authority's metadata once
+                self._provider = _provider(self.settings, self.clock)
+            token, renewed = self._provider.access_token(record, fresh)
             if renewed is not None:
                 _hide(renewed)
                 self.store.write(renewed)
@@ -285,7 +287,16 @@ class _Microsoft(_Provider):
         return AuthError(f"the sign-in server {self._host()} gave an answer that is not "
                          "OAuth2")
 
+    _made: tuple[Any, Any] | None = None
+
     def _app(self, cache_text: str | None) -> tuple[Any, Any]:
+        """MSAL's application, made once (it asks the authority for its metadata), with
+        its token cache loaded from ``cache_text`` each time: the kept record is the
+        truth, another process may have renewed it."""
+        if self._made is not None:
+            app, cache = self._made
+            cache.deserialize(cache_text)
+            return app, cache
         import msal
         import requests
 
@@ -306,6 +317,7 @@ class _Microsoft(_Provider):
             raise AuthError(
                 f"{self.settings.path}: account.tenant / authority: {host} does not know "
                 f"{authority!r} ({str(exc).splitlines()[0][:200]})") from None
+        self._made = (app, cache)
         return app, cache
 
     def login(self, say: Callable[[str], None], browser: bool) -> Record:

@@ -97,6 +97,17 @@ def offline(tmp_path: Path, auth: AuthServer, provider: str, extra_keys: str = "
     return p
 
 
+def google_due_for_renewal(tmp_path: Path, auth: AuthServer) -> Signed:
+    """Signed in with Google, the access token kept marked as expired: the next
+    command asks the token endpoint."""
+    p = offline(tmp_path, auth, "google")
+    assert login_google(p).returncode == 0
+    record = p.kept()
+    record["expires_at"] = 0
+    p.tokens.write_text(json.dumps(record))
+    return p
+
+
 def one_line(done: subprocess.CompletedProcess[str]) -> str:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -209,11 +220,7 @@ def test_google_malformed_token_answer_is_one_clean_line(
     """Before the fix: KeyError 'access_token' / ValueError float('soon') / TypeError in _said
     (error not a string) / OverflowError int(inf): each "internal error", exit 1."""
     auth, canned = broken
-    p = offline(tmp_path, auth, "google")
-    assert login_google(p).returncode == 0
-    record = p.kept()
-    record["expires_at"] = 0
-    p.tokens.write_text(json.dumps(record))
+    p = google_due_for_renewal(tmp_path, auth)
     canned.answer(200, json.dumps(body))
     done = p.cli("once")
     line = one_line(done)
@@ -227,11 +234,7 @@ def test_google_server_error_is_not_called_unreachable(
     127.0.0.1: HTTPError" (requests.HTTPError is caught as RequestException before the
     "not OAuth2" branch meant for it), sending the practitioner to check the network."""
     auth, canned = broken
-    p = offline(tmp_path, auth, "google")
-    assert login_google(p).returncode == 0
-    record = p.kept()
-    record["expires_at"] = 0
-    p.tokens.write_text(json.dumps(record))
+    p = google_due_for_renewal(tmp_path, auth)
     canned.answer(500, "<html>Server Error</html>", "text/html")
     done = p.cli("once")
     line = one_line(done)
@@ -247,11 +250,7 @@ def test_check_survives_a_huge_expires_in(tmp_path: Path,
     """The renewal keeps expires_at = now + 1e20; `check` then dies in
     cli._signin_line: "internal error: OverflowError: timestamp out of range"."""
     auth, canned = broken
-    p = offline(tmp_path, auth, "google")
-    assert login_google(p).returncode == 0
-    record = p.kept()
-    record["expires_at"] = 0
-    p.tokens.write_text(json.dumps(record))
+    p = google_due_for_renewal(tmp_path, auth)
     canned.answer(200, json.dumps({"access_token": "ya29.renewed-token-text",
                                    "token_type": "Bearer", "expires_in": 10 ** 20}))
     p.cli("once")  # renews (then cannot reach IMAP: not the point)
