@@ -26,8 +26,8 @@ from pathlib import Path
 import jinja2
 
 from . import rules
-from .config import Settings
 from .digest import Digest
+from .model import Settings
 
 
 def message_key(h: rules.Headers, received: datetime) -> str:

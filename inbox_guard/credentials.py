@@ -11,11 +11,12 @@ import subprocess
 from pathlib import Path
 from typing import Protocol
 
-from .config import Account, Settings, _Secret
 from .errors import AuthError, ConfigError
+from .model import Settings
+from .schema import Account, PasswordSource
 
 
-def password(secret: _Secret, section: str, config_file: Path) -> str:
+def password(secret: PasswordSource, section: str, config_file: Path) -> str:
     where = f"{config_file}: {section}"
     if secret.password_env:
         value = os.environ.get(secret.password_env)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from . import hours, rules
-from .config import Client, Settings
+from .model import Client, Settings
 from .sessions import next_session
 
 

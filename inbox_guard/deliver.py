@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from . import compose, digest
-from .config import Settings
 from .credentials import Fixed, Secret, login_secret, password
 from .mailbox import Mailbox
-from .store import Problem, Store
+from .model import Problem, Settings
+from .store import Store
 
 
 def deliver(

@@ -30,6 +30,7 @@ from .compose import ALERT_SUBJECT
 from .deliver import DigestRun, run_digest
 from .embedded import EmbeddedServer, Seeder
 from .mailbox import Mailbox
+from .model import Settings
 from .store import Store
 from .triage import PassResult, run_pass
 
@@ -48,7 +49,7 @@ class Seeded:
 @dataclass
 class DemoRun:
     workdir: Path
-    settings: config.Settings
+    settings: Settings
     seeded: list[Seeded]
     result: PassResult
     digest: DigestRun

@@ -11,9 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .config import Settings
+from .model import Contact, Problem, Settings, Unread
 from .sessions import next_session
-from .store import Contact, Problem, Unread
 
 PATTERN_DAYS = 28
 

@@ -2,7 +2,7 @@
 
 ``[calendar] ics`` (or ``sessions = { ics = ... }``) names a file or an https URL
 (http only to a loopback host; ``webcal://`` is fetched as https; see
-:func:`inbox_guard.config.calendar_url_problem`, which also holds every redirect).
+:func:`inbox_guard.schema.calendar_url_problem`, which also holds every redirect).
 Events are expanded with recurring-ical-events (RRULE, EXDATE and moved instances),
 cancelled ones (STATUS:CANCELLED) are skipped, and each event is given to the clients
 it belongs to: one of their emails is an attendee, or its summary contains their
@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo
 
-from .config import Client, Settings, calendar_url, calendar_url_problem
 from .errors import ConfigError
 from .files import write_private
+from .model import Client, Settings
+from .schema import calendar_url, calendar_url_problem
 from .sessions import Sessions
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,10 @@ import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import DRAFTS
 
-from .config import Account
 from .credentials import Fixed, Secret
 from .errors import AuthError, ConnectError, ConnectionLost, MailboxError
 from .fetchparse import parse_fetch
+from .schema import Account
 
 log = logging.getLogger(__name__)
 

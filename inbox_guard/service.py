@@ -25,13 +25,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .config import Settings
 from .credentials import login_secret
 from .deliver import run_digest
 from .errors import ConnectError, InboxGuardError, SignInNeeded, StoreError
 from .ics import with_calendar
 from .mailbox import Mailbox
-from .store import MAX_PROBLEMS, Problem, Store
+from .model import Problem, Settings
+from .store import MAX_PROBLEMS, Store
 from .triage import run_pass
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Account, Settings
 from .errors import AuthError, ConnectError, InboxGuardError, SignInNeeded
+from .model import Settings
+from .schema import Account
 from .tokens import Record, TokenStore, login_hint
 
 GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from email.message import EmailMessage
 from typing import Any
 
-from .config import Smtp
 from .credentials import Secret
 from .errors import DeliveryError
+from .schema import Smtp
 
 
 def _xoauth2(user: str, token: str) -> Any:

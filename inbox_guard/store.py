@@ -1,9 +1,16 @@
 """The state store: what was seen, decided and done, per mailbox and per message.
 
-SQLite (stdlib) in WAL mode, owner-only, with numbered migrations applied at start-up
-inside transactions. A contact is written as *planned* before anything is done to the
-mailbox, and each step (keyword, agenda line, draft) is recorded as it completes, so a
-crash at any point is finished by the next pass and nothing happens twice.
+SQLite (stdlib) in WAL mode, owner-only (:mod:`statefile` opens it, one worker at a
+time), with numbered :mod:`migrations` applied at start-up. A contact is written as
+*planned* before anything is done to the mailbox, and each step (keyword, agenda line,
+draft) is recorded as it completes, so a crash at any point is finished by the next
+pass and nothing happens twice.
+
+Transactions, one rule: **every public method is atomic on its own** — one statement,
+or its statements inside :meth:`Store.transaction`. A caller groups writes that must
+land together in ``with store.transaction():``; transactions nest (an inner one is a
+SAVEPOINT), so any method may be called inside one, and an error rolls back exactly
+the block it leaves.
 
 Only metadata is kept: times, client ids, Message-IDs, subjects (while a draft or a
 digest still needs them). Never a message body.
@@ -11,180 +18,22 @@ digest still needs them). Never a message body.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import BusyError, StoreError
-from .files import FILE_MODE, private_dir
+from . import statefile
+from .errors import StoreError
+from .migrations import MIGRATIONS
+from .model import MAX_ATTEMPTS, RETRY_AFTER, Contact, Problem, Unread
+from .statefile import LOCK_WAIT_SECONDS, Lock
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: mailboxes and contacts
-    """
-    CREATE TABLE mailbox (
-        name TEXT PRIMARY KEY,
-        uidvalidity INTEGER NOT NULL,
-        last_uid INTEGER NOT NULL
-    );
-    CREATE TABLE contact (
-        key TEXT PRIMARY KEY,
-        client TEXT NOT NULL,
-        mailbox TEXT NOT NULL,
-        uidvalidity INTEGER NOT NULL,
-        uid INTEGER NOT NULL,
-        received TEXT NOT NULL,
-        address TEXT NOT NULL,
-        message_id TEXT,
-        refs TEXT NOT NULL DEFAULT '',
-        subject TEXT,
-        draft INTEGER NOT NULL,
-        suppressed TEXT,
-        window TEXT NOT NULL,
-        session TEXT,
-        agenda TEXT NOT NULL,
-        risk INTEGER NOT NULL DEFAULT 0,
-        keyword_done INTEGER NOT NULL DEFAULT 0,
-        agenda_done INTEGER NOT NULL DEFAULT 0,
-        draft_tried INTEGER NOT NULL DEFAULT 0,
-        draft_done INTEGER NOT NULL DEFAULT 0,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        planned_at TEXT NOT NULL,
-        done_at TEXT
-    );
-    CREATE INDEX contact_pending ON contact(done_at) WHERE done_at IS NULL;
-    CREATE INDEX contact_client_window ON contact(client, window);
-    CREATE INDEX contact_received ON contact(received);
-    """,
-    # 2: risk alerts and digests
-    """
-    ALTER TABLE contact ADD COLUMN alert INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE contact ADD COLUMN alert_done INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE contact ADD COLUMN digested_at TEXT;
-    CREATE TABLE digest (
-        message_id TEXT PRIMARY KEY,
-        created_at TEXT NOT NULL,
-        keys TEXT NOT NULL,
-        delivered_at TEXT
-    );
-    """,
-    # 3: the service's own trouble, kept for the next digest
-    """
-    CREATE TABLE problem (
-        what TEXT PRIMARY KEY,
-        first TEXT NOT NULL,
-        last TEXT NOT NULL,
-        times INTEGER NOT NULL
-    );
-    """,
-    # 4: copies of one message (base), risk marks as their own step, retries spaced
-    # out after the limit, and messages that could not even be read
-    """
-    ALTER TABLE contact ADD COLUMN base TEXT;
-    UPDATE contact SET base = key;
-    CREATE INDEX contact_base ON contact(base);
-    CREATE INDEX contact_message_id ON contact(message_id);
-    ALTER TABLE contact ADD COLUMN risk_done INTEGER NOT NULL DEFAULT 0;
-    UPDATE contact SET risk_done = keyword_done;
-    ALTER TABLE contact ADD COLUMN last_attempt TEXT;
-    CREATE TABLE unread (
-        mailbox TEXT NOT NULL,
-        uidvalidity INTEGER NOT NULL,
-        uid INTEGER NOT NULL,
-        received TEXT,
-        error TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        first TEXT NOT NULL,
-        last TEXT NOT NULL,
-        PRIMARY KEY (mailbox, uidvalidity, uid)
-    );
-    """,
-    # 5: what the practitioner's app will show: was the message flagged before the pass
-    # saw it (its flag keeps its colour), and the address the client wrote to (the
-    # draft comes from it)
-    """
-    ALTER TABLE contact ADD COLUMN was_flagged INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE contact ADD COLUMN reply_from TEXT;
-    """,
-)
-
-# A message whose steps failed this many passes running is retried only once a day
-# from then on, and listed in every digest until it is done.
-MAX_ATTEMPTS = 3
-RETRY_AFTER = timedelta(days=1)
 MAX_PROBLEMS = 20  # distinct kinds of trouble kept between two digests
 # Values of a mark step (keyword_done, risk_done): not yet, stored, or not possible
 # because the message left the inbox before it could be marked.
 DONE, GONE = 1, 2
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One kind of trouble the service had (a server down, a refused login, a calendar
-    that could not be fetched): when it began, when it was last seen, how often."""
-
-    what: str
-    first: datetime
-    last: datetime
-    times: int
-
-
-@dataclass(frozen=True)
-class Unread:
-    """A message that could not be read or screened: retried like a contact."""
-
-    mailbox: str
-    uidvalidity: int
-    uid: int
-    received: datetime | None
-    error: str
-    attempts: int
-    first: datetime
-    last: datetime
-
-
-@dataclass(frozen=True)
-class Contact:
-    key: str
-    client: str
-    mailbox: str
-    uidvalidity: int
-    uid: int
-    received: datetime
-    address: str
-    message_id: str | None
-    refs: tuple[str, ...]
-    subject: str | None
-    draft: bool
-    suppressed: str | None
-    window: str
-    session: datetime | None
-    agenda: str
-    risk: bool
-    alert: bool = False
-    keyword_done: int = 0
-    agenda_done: bool = False
-    draft_tried: bool = False
-    draft_done: bool = False
-    alert_done: bool = False
-    attempts: int = 0
-    base: str = ""  # the key of the first copy: copies of one message share it
-    risk_done: int = 0
-    last_error: str | None = None
-    last_attempt: datetime | None = None
-    was_flagged: bool = False
-    reply_from: str | None = None
-
-    @property
-    def given_up(self) -> bool:
-        """Failed :data:`MAX_ATTEMPTS` passes running: now retried once a day."""
-        return self.attempts >= MAX_ATTEMPTS
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
@@ -213,69 +62,13 @@ def _row(r: sqlite3.Row) -> Contact:
     )
 
 
-LOCK_WAIT_SECONDS = 10.0
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-class _Lock:
-    """One worker per state file: an exclusive ``flock`` on ``<state>.lock``, held
-    while the store is open (a pass, a digest, or the whole life of ``run``). The OS
-    releases it when the process dies, so a killed worker never leaves it stuck."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    @classmethod
-    def acquire(cls, state: Path, wait: float) -> _Lock:
-        path = state.with_name(state.name + ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-                    os.close(fd)
-                    raise BusyError(
-                        f"{state}: another inbox-guard is working on this state file"
-                        + (f" (pid {holder})" if holder.isdigit() else "")
-                        + "; nothing was done, try again when it has finished"
-                    ) from None
-                time.sleep(0.1)  # the holder's pass usually ends within seconds
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        return cls(fd)
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = -1
-
-
-def _check_existing(path: Path) -> bool:
-    """Is ``path`` absent (False) or a state file we may use (True)? Anything else is
-    refused without being touched: a folder, or a file that is not SQLite."""
-    if not path.exists() and not path.is_symlink():
-        return False
-    if not path.is_file():
-        raise StoreError(f"{path}: state.path is not a file (it was left as it is)")
-    with path.open("rb") as fh:
-        head = fh.read(len(_SQLITE_HEADER))
-    if head and head != _SQLITE_HEADER:
-        raise StoreError(
-            f"{path}: state.path is not an inbox-guard state file (it was left as it is)"
-        )
-    return True
-
-
 class Store:
-    def __init__(self, conn: sqlite3.Connection, where: str, lock: _Lock | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection, where: str, lock: Lock | None = None) -> None:
         self._db = conn
         self._where = where
         self._db.row_factory = sqlite3.Row
         self._lock = lock
+        self._depth = 0  # open transactions: 0 none, 1 BEGIN, more are SAVEPOINTs
 
     # -- opening -----------------------------------------------------------------
 
@@ -284,38 +77,8 @@ class Store:
         """Open (creating, 0600 in a 0700 folder) and migrate the state file, holding
         its lock; :class:`BusyError` if another process holds it for ``wait`` seconds.
         A file the program did not create is never changed or chmod-ed."""
-        lock: _Lock | None = None
-        try:
-            private_dir(path.parent)
-            lock = _Lock.acquire(path, wait)
-            existed = _check_existing(path)
-            if not existed:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
-            # The service's jobs run on scheduler threads, one at a time (its lock).
-            conn = sqlite3.connect(
-                path, isolation_level=None, timeout=30, check_same_thread=False
-            )
-            store = cls(conn, str(path), lock)
-            if existed:
-                store._ours()
-                path.chmod(FILE_MODE)
-            store._db.execute("PRAGMA journal_mode=WAL")
-            store._db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as exc:
-            if lock is not None:
-                lock.release()
-            raise StoreError(
-                f"{path}: cannot use the state file: {exc} (it was left as it is; move it "
-                "aside to start afresh, and the first pass will look back lookback_days)"
-            ) from exc
-        except OSError as exc:
-            if lock is not None:
-                lock.release()
-            raise StoreError(f"{path}: cannot create the state file: {exc.strerror}") from exc
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
+        conn, lock = statefile.connect(path, wait)
+        store = cls(conn, str(path), lock)
         try:
             store._migrate()
         except BaseException:
@@ -323,31 +86,10 @@ class Store:
             raise
         return store
 
-    def _ours(self) -> None:
-        """An existing SQLite file with tables but no migrations table is some other
-        program's database: refuse it rather than add our tables to it."""
-        tables = {r[0] for r in self._db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables and "migrations" not in tables:
-            self._db.close()
-            raise StoreError(
-                f"{self._where}: state.path is an SQLite database of some other program, "
-                "not an inbox-guard state file (it was left as it is)"
-            )
-
     @classmethod
     def snapshot(cls, path: Path) -> Store:
         """An in-memory copy for dry runs: reads the file if any, never writes it."""
-        mem = sqlite3.connect(":memory:", isolation_level=None)
-        if path.exists():
-            try:
-                # as_uri() escapes '#', '?' and '%', which SQLite would read as URI syntax.
-                src = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-                src.backup(mem)
-                src.close()
-            except sqlite3.Error as exc:
-                raise StoreError(f"{path}: cannot read the state file: {exc}") from exc
-        store = cls(mem, str(path))
+        store = cls(statefile.snapshot(path), str(path))
         store._migrate()
         return store
 
@@ -364,13 +106,23 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self._execute("BEGIN IMMEDIATE")
+        """All or nothing for the block; nested, the inner block is a SAVEPOINT."""
+        depth = self._depth
+        name = f"sp{depth}"
+        self._execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+        self._depth += 1
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._depth = depth
+            if depth == 0:
+                self._db.execute("ROLLBACK")
+            else:
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
             raise
-        self._execute("COMMIT")
+        self._depth = depth
+        self._execute("COMMIT" if depth == 0 else f"RELEASE {name}")
 
     def _migrate(self) -> None:
         self._execute(
@@ -536,11 +288,12 @@ class Store:
         )
 
     def clear_unread(self, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> None:
-        for uid in uids:
-            self._execute(
-                "DELETE FROM unread WHERE mailbox = ? AND uidvalidity = ? AND uid = ?",
-                (mailbox, uidvalidity, uid),
-            )
+        with self.transaction():
+            for uid in uids:
+                self._execute(
+                    "DELETE FROM unread WHERE mailbox = ? AND uidvalidity = ? AND uid = ?",
+                    (mailbox, uidvalidity, uid),
+                )
 
     def forget_unread(self, mailbox: str, keep_uidvalidity: int) -> None:
         """The mailbox was renumbered: old UIDs mean nothing now (a rescan finds them)."""

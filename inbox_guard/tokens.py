@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
 from .errors import ConfigError, SignInNeeded, StoreError
 from .files import FILE_MODE, private_dir, write_private
+from .model import Settings
 
 KEYRING_SERVICE = "inbox-guard"
 

@@ -10,7 +10,7 @@ done again.
 Faults stay with their message. Whatever goes wrong while reading, screening,
 composing or recording one message, and any command the server refuses for it, is
 reported for that message alone and retried on later passes (each pass up to
-``store.MAX_ATTEMPTS`` times, then daily, listed in every digest until done); only a
+``model.MAX_ATTEMPTS`` times, then daily, listed in every digest until done); only a
 lost connection or an unusable state file ends a pass early. The steps run safety
 first: the risk marks and the alert come before anything that can fail for other
 reasons, and no step waits for another to succeed.
@@ -31,13 +31,13 @@ from typing import Any, TypeVar
 import jinja2
 
 from . import agenda, compose, marks, risk, rules
-from .config import Settings
 from .decide import Arrival, Candidate, classify, plan
 from .deliver import deliver
 from .errors import ConnectError, ConnectionLost, MailboxError, StoreError
 from .mailbox import Fetched, Mailbox, Status
 from .marks import Marks
-from .store import GONE, Contact, Store
+from .model import Contact, Settings
+from .store import GONE, Store
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inbox_guard.config import calendar_url, calendar_url_problem
+from inbox_guard.schema import calendar_url, calendar_url_problem
 
 REFUSED = [
     "HTTP://evil.example/cal.ics",  # upper-case scheme, remote host

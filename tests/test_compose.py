@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from inbox_guard import compose
-from inbox_guard.config import MainConfig, Settings
 from inbox_guard.digest import ClientSummary, Digest, Item
-from inbox_guard.store import Problem
+from inbox_guard.model import Problem, Settings
+from inbox_guard.schema import MainConfig
 
 SESSION = datetime(2026, 11, 18, 10, 0, tzinfo=ZoneInfo("Europe/London"))
 EMERGENCY = "Notruf 112, Telefonseelsorge 0800 111 0 111."

@@ -258,7 +258,7 @@ def test_check_catches_client_values_that_would_fail_later(
 
 
 def test_keywords_are_exactly_the_imap_atoms() -> None:
-    from inbox_guard.config import Risk, Triage
+    from inbox_guard.schema import Risk, Triage
 
     for ok in ("$OutOfHours", "$Needs_Attention", "NonJunk", "$a!#&'+,-./:;<=>?@[^`|}~"):
         assert Triage(keyword=ok).keyword == ok and Risk(keyword=ok).keyword == ok
@@ -270,7 +270,7 @@ def test_keywords_are_exactly_the_imap_atoms() -> None:
 
 @given(st.text(max_size=12))
 def test_a_keyword_is_accepted_exactly_when_it_is_an_atom(word: str) -> None:
-    from inbox_guard.config import Triage
+    from inbox_guard.schema import Triage
 
     atom = bool(word) and all(0x21 <= ord(c) <= 0x7E and c not in '(){%*"\\]' for c in word)
     try:

@@ -9,9 +9,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inbox_guard import config, rules
-from inbox_guard.config import Client, MainConfig, Settings
+from inbox_guard import rules, schema
 from inbox_guard.decide import Arrival, classify, plan
+from inbox_guard.model import Client, Settings
+from inbox_guard.schema import MainConfig
 from inbox_guard.sessions import Sessions, parse_rrule
 
 BASE: dict[str, Any] = {
@@ -131,16 +132,16 @@ def settings_with(**client_fields: object) -> Settings:
 
 
 def test_a_clients_own_contact_window_replaces_the_practices_hours() -> None:
-    evening = config.Hours(mon=("18:00-20:00",), closed=("2026-11-30",))
+    evening = schema.Hours(mon=("18:00-20:00",), closed=("2026-11-30",))
     s = settings_with(hours=evening)
     monday_noon = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     monday_7pm = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
     assert classify(arrival(1, monday_noon), s) is not None  # outside her agreed window
     assert classify(arrival(2, monday_7pm), s) is None  # inside it
     # The practice's own closed dates still apply, and so do the client's.
-    s2 = settings_with(hours=config.Hours(mon=("18:00-20:00",)))
+    s2 = settings_with(hours=schema.Hours(mon=("18:00-20:00",)))
     practice_closed = Settings(path=s2.path, clients=s2.clients, main=s2.main.model_copy(
-        update={"hours": config.Hours(closed=("2026-11-23",))}))
+        update={"hours": schema.Hours(closed=("2026-11-23",))}))
     assert classify(arrival(3, monday_7pm), practice_closed) is not None
     assert classify(arrival(4, datetime(2026, 11, 30, 19, 0, tzinfo=UTC)), s) is not None
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.response_parser import parse_fetch_response
 
-from inbox_guard import config, rules
+from inbox_guard import config, rules, schema
 from inbox_guard.embedded import EmbeddedServer, Seeder
 from inbox_guard.fetchparse import parse_fetch, parse_fetch_fast
 from inbox_guard.mailbox import Mailbox
@@ -251,7 +251,7 @@ def test_fetch_headers_on_a_server_answering_in_the_order_asked() -> None:
         uids = {seeder.append("INBOX", message(), SUNDAY_NIGHT + timedelta(minutes=i)):
                 SUNDAY_NIGHT + timedelta(minutes=i) for i in range(3)}
         seeder.close()
-        account = config.Account(
+        account = schema.Account(
             host="127.0.0.1", port=server.port, security="plain",
             username="alex@example.org", password_env="UNUSED",
         )

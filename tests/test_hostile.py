@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from inbox_guard import compose, config, rules
 from inbox_guard.embedded import EmbeddedServer, Seeder
 from inbox_guard.mailbox import Mailbox
+from inbox_guard.model import Settings
+from inbox_guard.schema import MainConfig
 from inbox_guard.store import Store
 from inbox_guard.triage import run_pass
 
@@ -231,9 +233,9 @@ mon = ["09:00-17:00"]
     assert caplog.text.count("does not keep the keyword $OutOfHours") == 1
 
 
-SETTINGS = config.Settings(
+SETTINGS = Settings(
     path=Path("c.toml"),
-    main=config.MainConfig.model_validate({
+    main=MainConfig.model_validate({
         "timezone": "Europe/London",
         "therapist": {"name": "Alex\r\nBcc: x@y.z", "email": "alex@example.org",
                       "emergency_text": "Call 999."},

@@ -15,9 +15,9 @@ import pytest
 
 from inbox_guard import config
 from inbox_guard.cli import main
-from inbox_guard.config import Client
 from inbox_guard.errors import ConfigError
 from inbox_guard.ics import cache_path, sessions_from_ics, with_calendar
+from inbox_guard.model import Client
 from inbox_guard.sessions import Sessions
 
 from .conftest import PASSWORD_ENV, Account, Capsys, Practice, message, write_practice

@@ -32,6 +32,7 @@ import requests
 from inbox_guard import config, signin
 from inbox_guard.errors import SignInNeeded
 from inbox_guard.mailbox import Mailbox
+from inbox_guard.model import Settings
 from inbox_guard.service import Service
 from inbox_guard.store import Store
 from inbox_guard.triage import run_pass
@@ -331,7 +332,7 @@ def test_an_unreachable_sign_in_server_is_one_line(tmp_path: Path, auth: AuthSer
 # -- over time: renewal, rotation, revocation -------------------------------------------
 
 
-def connect_and_pass(settings: config.Settings, tokens: signin.Tokens) -> int:
+def connect_and_pass(settings: Settings, tokens: signin.Tokens) -> int:
     """One pass in-process, with the clock the test controls; the flagged count."""
     box = Mailbox.connect(settings.main.account, tokens)
     store = Store.open(settings.state_path)

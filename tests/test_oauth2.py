@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from inbox_guard.config import Account as AccountConfig
 from inbox_guard.credentials import _token_from_command
 from inbox_guard.errors import AuthError
+from inbox_guard.schema import Account as AccountConfig
 
 from .conftest import Account, message, write_practice
 from .dovecot import Dovecot

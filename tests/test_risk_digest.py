@@ -13,8 +13,8 @@ import pytest
 
 from inbox_guard import smtp
 from inbox_guard.compose import ALERT_SUBJECT
-from inbox_guard.config import Smtp
 from inbox_guard.errors import DeliveryError
+from inbox_guard.schema import Smtp
 
 from .conftest import PASSWORD_ENV, SAM, Account, Practice, message, write_practice
 from .dovecot import free_port

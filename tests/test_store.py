@@ -1,4 +1,4 @@
-"""The state store's record of the service's own trouble, kept for the next digest."""
+"""The state store: transactions, and the record of the service's own trouble kept for the next digest."""
 
 from __future__ import annotations
 
@@ -40,4 +40,52 @@ def test_only_so_many_kinds_of_trouble_are_kept(tmp_path: Path) -> None:
     assert len(store.problems()) == MAX_PROBLEMS
     store.note_problem("triage: error 0", T0)  # known ones are still counted
     assert store.problems()[0].times == 2
+    store.close()
+
+
+def test_any_method_can_be_called_inside_a_transaction_and_the_block_lands_whole(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = Store.open(path)
+    with store.transaction():
+        store.set_position("INBOX", 7, 40)
+        store.note_problem("triage: cannot connect", T0)  # opens its own: now nested
+    store.close()
+
+    store = Store.open(path)
+    assert store.position("INBOX") == (7, 40)
+    assert [p.what for p in store.problems()] == ["triage: cannot connect"]
+    store.close()
+
+
+def test_an_error_rolls_back_only_the_block_it_leaves(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.sqlite3")
+
+    class Refused(Exception):
+        pass
+
+    with store.transaction():
+        store.set_position("INBOX", 7, 40)
+        try:
+            with store.transaction():
+                store.note_problem("calendar: cannot fetch", T0)
+                raise Refused
+        except Refused:
+            pass
+    assert store.position("INBOX") == (7, 40)
+    assert store.problems() == []
+
+    try:
+        with store.transaction():
+            store.set_position("INBOX", 7, 99)
+            store.note_problem("triage: cannot connect", T0)
+            raise Refused
+    except Refused:
+        pass
+    assert store.position("INBOX") == (7, 40)
+    assert store.problems() == []
+    # and the store is still usable afterwards
+    store.note_problem("triage: cannot connect", T0)
+    assert len(store.problems()) == 1
     store.close()

@@ -1,0 +1,131 @@
+"""Opening the state file safely: one worker at a time (an exclusive ``flock`` on
+``<state>.lock``), and never a file that is not ours — a folder, a non-SQLite file or
+some other program's SQLite database is refused without being touched."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from .errors import BusyError, StoreError
+from .files import FILE_MODE, private_dir
+
+LOCK_WAIT_SECONDS = 10.0
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class Lock:
+    """One worker per state file: an exclusive ``flock`` on ``<state>.lock``, held
+    while the store is open (a pass, a digest, or the whole life of ``run``). The OS
+    releases it when the process dies, so a killed worker never leaves it stuck."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, state: Path, wait: float) -> Lock:
+        path = state.with_name(state.name + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                    os.close(fd)
+                    raise BusyError(
+                        f"{state}: another inbox-guard is working on this state file"
+                        + (f" (pid {holder})" if holder.isdigit() else "")
+                        + "; nothing was done, try again when it has finished"
+                    ) from None
+                time.sleep(0.1)  # the holder's pass usually ends within seconds
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return cls(fd)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = -1
+
+
+def check_existing(path: Path) -> bool:
+    """Is ``path`` absent (False) or a state file we may use (True)? Anything else is
+    refused without being touched: a folder, or a file that is not SQLite."""
+    if not path.exists() and not path.is_symlink():
+        return False
+    if not path.is_file():
+        raise StoreError(f"{path}: state.path is not a file (it was left as it is)")
+    with path.open("rb") as fh:
+        head = fh.read(len(SQLITE_HEADER))
+    if head and head != SQLITE_HEADER:
+        raise StoreError(
+            f"{path}: state.path is not an inbox-guard state file (it was left as it is)"
+        )
+    return True
+
+
+def connect(path: Path, wait: float) -> tuple[sqlite3.Connection, Lock]:
+    """The state file's connection (creating the file, 0600 in a 0700 folder), holding
+    its lock; WAL, autocommit (the store opens transactions itself)."""
+    lock: Lock | None = None
+    try:
+        private_dir(path.parent)
+        lock = Lock.acquire(path, wait)
+        existed = check_existing(path)
+        if not existed:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        # The service's jobs run on scheduler threads, one at a time (its lock).
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        if existed:
+            _ours(conn, path)
+            path.chmod(FILE_MODE)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error as exc:
+        if lock is not None:
+            lock.release()
+        raise StoreError(
+            f"{path}: cannot use the state file: {exc} (it was left as it is; move it "
+            "aside to start afresh, and the first pass will look back lookback_days)"
+        ) from exc
+    except OSError as exc:
+        if lock is not None:
+            lock.release()
+        raise StoreError(f"{path}: cannot create the state file: {exc.strerror}") from exc
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return conn, lock
+
+
+def _ours(conn: sqlite3.Connection, path: Path) -> None:
+    """An existing SQLite file with tables but no migrations table is some other
+    program's database: refuse it rather than add our tables to it."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and "migrations" not in tables:
+        conn.close()
+        raise StoreError(
+            f"{path}: state.path is an SQLite database of some other program, "
+            "not an inbox-guard state file (it was left as it is)"
+        )
+
+
+def snapshot(path: Path) -> sqlite3.Connection:
+    """An in-memory copy of the state file for dry runs (never written back)."""
+    mem = sqlite3.connect(":memory:", isolation_level=None)
+    if path.exists():
+        try:
+            # as_uri() escapes '#', '?' and '%', which SQLite would read as URI syntax.
+            src = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            src.backup(mem)
+            src.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot read the state file: {exc}") from exc
+    return mem
