@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .errors import ConfigError
-from .model import Client, Settings
+from .model import Client, Settings, resolve
 from .schema import ClientFile, MainConfig
 from .sessions import Sessions
 from .statefile import SQLITE_HEADER
@@ -95,19 +95,18 @@ def _load_client(file: Path) -> Client:
     )
 
 
-def _with_ca_files(settings: Settings, where: tuple[int | str, ...]) -> MainConfig:
+def _with_ca_files(file: Path, main: MainConfig, where: tuple[int | str, ...]) -> MainConfig:
     """``main`` with each ``ca_file`` resolved against the main file's folder (the TLS
     code opens it as given); one that does not exist is an error now, not at login."""
-    main = settings.main
     for section in ("account", "smtp"):
         server = getattr(main, section)
         if server is None or not server.ca_file:
             continue
-        path = settings.resolve(server.ca_file)
+        path = resolve(file.parent, server.ca_file)
         if not path.is_file():
             key = _where((*where, section, "ca_file"))
             problem = "is not a file" if path.exists() else "does not exist"
-            raise ConfigError(f"{settings.path}: {key}: {path} {problem}")
+            raise ConfigError(f"{file}: {key}: {path} {problem}")
         resolved = server.model_copy(update={"ca_file": str(path)})
         main = main.model_copy(update={section: resolved})
     return main
@@ -150,17 +149,24 @@ def _build(file: Path, data: dict[str, Any], name: str = "",
         main = MainConfig.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(file, exc, where) from None
-    main = _with_ca_files(Settings(path=file, main=main, clients={}, name=name), where)
-    settings = Settings(path=file, main=main, clients={}, name=name)
+    main = _with_ca_files(file, main, where)
+    settings = Settings(
+        path=file, main=main, clients=_load_clients(file, main, where), name=name
+    )
     _check_state_path(settings, where)
+    return settings
+
+
+def _load_clients(file: Path, main: MainConfig, where: tuple[int | str, ...]) -> dict[str, Client]:
+    """Every client file in ``triage.clients_dir``; an address belongs to one client."""
     key = _where((*where, "triage", "clients_dir"))
-    cdir = settings.clients_dir
+    cdir = resolve(file.parent, main.triage.clients_dir)
     if not cdir.is_dir():
         raise ConfigError(f"{file}: {key}: {cdir} is not a folder")
     clients: dict[str, Client] = {}
     owner: dict[str, Path] = {}
     therapist = set(main.therapist.all_addresses)
-    templates = settings.templates_dir
+    templates = file.parent / "templates"
     for cfile in sorted(cdir.glob("*.toml")):
         if cfile.name.startswith("."):
             continue  # hidden: an editor's lock or backup file (".#jane.toml")
@@ -181,7 +187,7 @@ def _build(file: Path, data: dict[str, Any], name: str = "",
                 raise ConfigError(f"{cfile}: emails: {e!r} is also a client email in {owner[e]}")
             owner[e] = cfile
         clients[client.id] = client
-    return Settings(path=file, main=main, clients=clients, name=name)
+    return clients
 
 
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

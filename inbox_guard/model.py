@@ -26,6 +26,12 @@ MAX_ATTEMPTS = 3
 RETRY_AFTER = timedelta(days=1)
 
 
+def resolve(base: Path, path: str) -> Path:
+    """Relative paths in the main file are relative to the main file's folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base / p
+
+
 @dataclass(frozen=True)
 class Client:
     id: str
@@ -74,9 +80,7 @@ class Settings:
         return self._client_schedules.get(client.id, self.schedule)
 
     def resolve(self, path: str) -> Path:
-        """Relative paths in the main file are relative to the main file's folder."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else self.base / p
+        return resolve(self.base, path)
 
     @property
     def clients_dir(self) -> Path:
@@ -93,6 +97,11 @@ class Settings:
     @property
     def templates_dir(self) -> Path:
         return self.base / "templates"
+
+    @property
+    def mail_domain(self) -> str:
+        """The practitioner's own domain, for the Message-IDs of what inbox-guard writes."""
+        return self.main.therapist.email.rpartition("@")[2]
 
     @property
     def digest_to(self) -> str:

@@ -94,9 +94,7 @@ class Agenda(Strict):
 class Digest(Strict):
     to: str = ""
     at: str = "07:30"
-    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = (
-        "mon", "tue", "wed", "thu", "fri",
-    )
+    days: tuple[hours.Weekday, ...] = hours.WEEKDAYS[:5]
     deliver: Literal["imap", "smtp"] = "imap"
     include_subjects: bool = False
     send_empty: bool = False
