@@ -14,12 +14,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
 from .errors import BusyError, ConfigError, InboxGuardError
+
+if TYPE_CHECKING:  # imported by each command when it runs: `--help` stays quick
+    from .mailbox import Mailbox
+    from .model import Settings
+    from .store import Store
 
 log = logging.getLogger("inbox_guard")
 
@@ -30,13 +35,13 @@ class _State:
         self.account = account
         self.debug = debug
 
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         """The one practitioner a command is for."""
         from .config import load
 
         return load(self.config, self.account)
 
-    def practices(self) -> list[Any]:
+    def practices(self) -> list[Settings]:
         """Every practitioner the config names (or the one --account picks)."""
         from .config import load_all
 
@@ -45,7 +50,7 @@ class _State:
         return load_all(self.config)
 
 
-def _load(state: _State, now: str | None, notes: list[str]) -> tuple[Any, datetime]:
+def _load(state: _State, now: str | None, notes: list[str]) -> tuple[Settings, datetime]:
     """Settings (with calendar sessions, if a calendar is configured) and the clock;
     trouble worth telling the next digest is added to ``notes``."""
     from .ics import with_calendar
@@ -55,7 +60,7 @@ def _load(state: _State, now: str | None, notes: list[str]) -> tuple[Any, dateti
     return with_calendar(settings, clock, note=notes.append), clock
 
 
-def _remember(settings: Any, notes: list[str], clock: datetime) -> None:
+def _remember(settings: Settings, notes: list[str], clock: datetime) -> None:
     """Keep trouble for the next digest (as the service does), when the state file
     can be used; a run from cron then hears of its failures the next morning."""
     from .errors import StoreError
@@ -72,7 +77,7 @@ def _remember(settings: Any, notes: list[str], clock: datetime) -> None:
             store.close()
 
 
-def _parse_now(value: str | None, settings: Any) -> datetime:
+def _parse_now(value: str | None, settings: Settings) -> datetime:
     if value is None:
         return datetime.now(UTC).astimezone(settings.tz)
     from .hours import DATE_RANGE, in_range
@@ -89,7 +94,7 @@ def _parse_now(value: str | None, settings: Any) -> datetime:
 
 
 @contextmanager
-def _session(settings: Any, dry_run: bool) -> Iterator[tuple[Any, Any]]:
+def _session(settings: Settings, dry_run: bool) -> Iterator[tuple[Mailbox, Store]]:
     """A logged-in mailbox and the state store (a throwaway copy for dry runs)."""
     from .credentials import login_secret
     from .mailbox import Mailbox
@@ -147,83 +152,18 @@ def check(state: _State, connect: bool, now: str | None) -> None:
     """Validate the config and every client file; list clients and next sessions.
 
     In a group practice, every practitioner (or the one --account names)."""
+    from . import report
     from .ics import with_calendar
 
     for settings in state.practices():
         clock = _parse_now(now, settings)
-        _check_one(with_calendar(settings, clock), clock, connect)
-
-
-def _check_one(settings: Any, clock: datetime, connect: bool) -> None:
-    from .sessions import next_session
-
-    who = f" [{settings.name}]" if settings.name else ""
-    click.echo(f"config: {settings.path}{who} ok ({len(settings.clients)} client files)")
-    if settings.main.account.auth == "oauth2" and not connect:
-        click.echo(f"  {_signin_line(settings)}")
-    for c in settings.clients.values():
-        nxt = next_session(c.sessions, clock, settings.tz)
-        when = f"{nxt:%a %Y-%m-%d %H:%M}" if nxt else "no session scheduled"
-        status = "" if c.active else " (inactive)"
-        click.echo(f"  {c.id}: next session {when}{status}")
-    if connect:
-        with _session(settings, dry_run=True) as (mailbox, _store):
-            caps = set(mailbox.capabilities())
-            have = [n for n in ("IDLE", "CONDSTORE", "SPECIAL-USE", "MULTIAPPEND")
-                    if n.encode() in caps]
-            # SELECT, not EXAMINE: only a read-write selection says which keywords the
-            # server keeps (PERMANENTFLAGS). Nothing is changed.
-            status = mailbox.open(settings.main.account.inbox, read_only=False)
-            drafts = mailbox.find_drafts(settings.main.account.drafts)
-            acct = settings.main.account
-            click.echo(f"server: {acct.host}:{acct.effective_port} ({acct.security}) login ok")
-            if acct.auth == "oauth2":
-                click.echo(f"  {_signin_line(settings)}")
-            click.echo(f"  capabilities: {', '.join(have) or 'none that matter'}")
-            click.echo(f"  inbox: {acct.inbox} ({status.exists} messages)")
-            click.echo(f"  drafts: {drafts}")
-            click.echo(f"  {_what_marks_look_like(settings, caps, status)}")
-
-
-def _account_flag(settings: Any) -> str:
-    return f" --account {settings.name}" if settings.name else ""
-
-
-def _signin_line(settings: Any) -> str:
-    """Who is signed in, until when the access token runs, and what it may do."""
-    from .signin import Tokens
-
-    status = Tokens(settings).status()
-    if status is None:
-        return f"sign-in: none kept yet: run `inbox-guard{_account_flag(settings)} login`"
-    def local(when: float) -> str:
-        try:
-            return f"{datetime.fromtimestamp(when, settings.tz):%Y-%m-%d %H:%M}"
-        except (OverflowError, ValueError, OSError):
-            return "(unknown)"
-
-    line = (f"signed in as {status.who} ({status.provider}); access token valid until "
-            f"{local(status.expires_at)} (renewed automatically)")
-    if status.refresh_expires_at:
-        line += f"; sign-in lasts until {local(status.refresh_expires_at)}"
-    return f"{line}; scopes: {', '.join(status.scopes)}; kept in {status.where}"
-
-
-def _what_marks_look_like(settings: Any, caps: set[bytes], status: Any) -> str:
-    from . import marks
-    from .compose import mark_labels
-
-    main = settings.main
-    keeps = status.allows(main.triage.keyword)
-    style = marks.choose(main.mark.show, caps, keeps)
-    if style == "gmail-label" and b"X-GM-EXT-1" not in caps:
-        raise ConfigError(
-            f"{settings.path}: mark.show: \"gmail-label\" needs Gmail, and "
-            f"{main.account.host} does not offer Google's IMAP extensions (X-GM-EXT-1)"
-        )
-    label, risk_label = mark_labels(settings)
-    return marks.what_you_will_see(style, main.triage.keyword, label, risk_label,
-                                   main.mark.colour, keeps)
+        settings = with_calendar(settings, clock)
+        for line in report.config_lines(settings, clock, signin=not connect):
+            click.echo(line)
+        if connect:
+            with _session(settings, dry_run=True) as (mailbox, _store):
+                for line in report.server_lines(settings, mailbox):
+                    click.echo(line)
 
 
 @cli.command()
@@ -233,6 +173,7 @@ def _what_marks_look_like(settings: Any, caps: set[bytes], status: Any) -> str:
 @click.pass_obj
 def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
     """Run one triage pass, then exit."""
+    from . import report
     from .triage import run_pass
 
     notes: list[str] = []
@@ -257,32 +198,11 @@ def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
         f"ignored {len(result.ignored)}; errors {len(result.errors)}"
     )
     for f in result.flagged:
-        click.echo(f"  {_flagged_line(f, result.errors, settings, dry_run)}")
+        click.echo(f"  {report.flagged_line(f, result.errors, settings, dry_run)}")
     for i in result.ignored:
         click.echo(f"  uid {i['uid']}  {i['client']}  ignored: {i['reason']}")
     for e in result.errors:
         click.echo(f"  uid {e['uid']}  error: {e['error']}")
-
-
-def _flagged_line(f: dict[str, Any], errors: list[dict[str, Any]], settings: Any,
-                  dry_run: bool) -> str:
-    """One flagged message for `once`: risk first and in capitals, with what was done
-    about it (the urgent draft, the alert), so it cannot be read past."""
-    draft = "draft" if f["draft"] else f"no draft ({f['suppressed']})"
-    line = f"{f['received']}  {f['client']}  {draft}  -> {f['agenda']}"
-    if not f.get("risk"):
-        return line
-    if not settings.main.risk.alert:
-        told = "no alert (risk.alert is off)"
-    elif dry_run:
-        told = f"would alert {settings.digest_to}"
-    elif any(e["uid"] == f["uid"] and str(e["error"]).startswith("alert") for e in errors):
-        told = "alert NOT sent (see errors)"
-    else:
-        told = f"alert sent to {settings.digest_to}"
-    urgent = "urgent draft" if f["draft"] else draft
-    return (f"RISK WORDS  {f['received']}  {f['client']}  {urgent}; {told}  "
-            f"-> {f['agenda']}")
 
 
 @cli.command()
