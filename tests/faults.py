@@ -32,6 +32,10 @@ class Cut:
     # A refusing server: a command line this says yes to never reaches the server; the
     # proxy answers it "NO [SERVERBUG]" itself (for one-line commands such as STORE).
     refuse: Callable[[bytes], bool] | None = None
+    # A server that ends the session: a command line this says yes to is answered
+    # "* BYE <bye_text>" and the connection is closed (RFC 3501 7.1.5).
+    bye: Callable[[bytes], bool] | None = None
+    bye_text: bytes = b"[UNAVAILABLE] the test proxy is shutting down"
 
 
 @dataclass
@@ -269,6 +273,11 @@ class _Conn:
                 with contextlib.suppress(OSError):
                     src.sendall(tag + b" NO [SERVERBUG] refused by the test proxy\r\n")
                 continue
+            if upstream and cut.bye is not None and any(map(cut.bye, lines)):
+                with contextlib.suppress(OSError):
+                    src.sendall(b"* BYE " + cut.bye_text + b"\r\n")
+                self.kill()
+                return
             if upstream and self._client_lines(lines, cut):
                 return
             if not upstream and self._server_lines(lines):

@@ -66,22 +66,22 @@ def test_debug_log_shows_commands_not_contents_addresses_or_password(
 
 def test_protocol_lines_are_rewritten() -> None:
     """The rewriting itself, on the lines imaplib and imapclient log."""
-    from inbox_guard.mailbox import _without_private
+    from inbox_guard.mailbox.protocol_log import without_private
 
-    assert _without_private(
+    assert without_private(
         "untagged_responses[FETCH] 0 += [\"(b'1 (UID 5 BODY[TEXT] {5}', b'hello')\"]"
     ) == "untagged_responses[FETCH] += [28 bytes, not logged]"
-    assert _without_private("   (literal) > b'From: jane'") == "   (literal) > [not logged]"
-    assert _without_private("> b' {11+}\\r\\nFrom: jane'") == (
+    assert without_private("   (literal) > b'From: jane'") == "   (literal) > [not logged]"
+    assert without_private("> b' {11+}\\r\\nFrom: jane'") == (
         "> b' {11} [literal of 11 bytes, not logged]"
     )
-    assert _without_private("> b'A1 LOGIN alex \"s3cret\"'") == (
+    assert without_private("> b'A1 LOGIN alex \"s3cret\"'") == (
         "> b'A1 LOGIN [arguments not logged]"
     )
-    assert _without_private(
+    assert without_private(
         "< b'* 1 FETCH (BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"NAME\" \"scan.pdf\")))'"
     ) == "< b'* 1 FETCH (BODYSTRUCTURE (\"...\" \"...\" (\"...\" \"...\")))'"
-    assert _without_private(
+    assert without_private(
         "> b'A2 UID SEARCH SINCE 1-Nov-2026 OR FROM jane@example.org FROM \"Sam Lee\"'"
     ) == "> b'A2 UID SEARCH SINCE 1-Nov-2026 OR FROM ... FROM ...'"
 

@@ -21,8 +21,8 @@ from imapclient.response_parser import parse_fetch_response
 
 from inbox_guard import config, rules, schema
 from inbox_guard.embedded import EmbeddedServer, Seeder
-from inbox_guard.fetchparse import parse_fetch, parse_fetch_fast
 from inbox_guard.mailbox import Mailbox
+from inbox_guard.mailbox.parse import parse_fetch, parse_fetch_fast
 
 from .conftest import Account, Practice, message
 

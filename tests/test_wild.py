@@ -240,8 +240,8 @@ def test_a_refused_store_is_one_messages_fault_and_its_other_steps_go_on(
         practice.config.write_text(original)
     assert [f["uid"] for f in result["flagged"]] == [jane]
     assert result["errors"] == [
-        {"uid": sam, "error": "mark: IMAP STORE failed: store failed: [SERVERBUG] refused by "
-                              "the test proxy"}]
+        {"uid": sam, "error": "mark: the server refused STORE: [SERVERBUG] refused by the "
+                              "test proxy"}]
     snap = account.snapshot()
     assert KW in snap[jane]["flags"] and KW not in snap[sam]["flags"]
     assert sorted(d["To"] for d in drafts(account)) == [JANE, SAM]  # its draft went on
