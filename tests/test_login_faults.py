@@ -193,7 +193,7 @@ def test_microsoft_token_endpoint_failure_is_one_line_exit_3(
     """Before the fix: 5xx -> "internal error: MsalServiceError: HTTP Error: 500", exit 1; a
     body that is not JSON -> MSAL's own ERROR log line and 13-line traceback on stderr,
     then "internal error: JSONDecodeError", exit 1. Neither is caught in
-    signin._Microsoft.access_token (only requests.RequestException is)."""
+    signin.microsoft.Microsoft.access_token (only requests.RequestException is)."""
     auth, canned = broken
     p = offline(tmp_path, auth, "microsoft")
     assert login_microsoft(p).returncode == 0

@@ -17,6 +17,7 @@ import pytest
 from inbox_guard import signin
 from inbox_guard.config import load
 from inbox_guard.errors import ConfigError, SignInNeeded
+from inbox_guard.signin import common
 from inbox_guard.tokens import TokenStore
 
 from .test_config import write
@@ -167,13 +168,13 @@ def test_id_token_claims_are_read_without_trusting_them_for_more_than_a_name() -
     import base64
 
     body = base64.urlsafe_b64encode(json.dumps({"email": "alex@example.org"}).encode())
-    assert signin._claims(f"h.{body.decode().rstrip('=')}.s") == {"email": "alex@example.org"}
+    assert common.claims(f"h.{body.decode().rstrip('=')}.s") == {"email": "alex@example.org"}
     for junk in (None, "", "a.b", "a.!!!.c", "a.bnVsbA.c"):
-        assert signin._claims(junk) == {}
+        assert common.claims(junk) == {}
 
 
 def test_provider_errors_are_one_line_without_trace_ids() -> None:
-    said = signin._said("invalid_grant", "AADSTS70008: The provided authorization code or "
+    said = common.said("invalid_grant", "AADSTS70008: The provided authorization code or "
                         "refresh token has expired due to inactivity.\r\nTrace ID: 0a1b\r\n"
                         "Correlation ID: 2c3d\r\nTimestamp: 2026-11-23 10:00:00Z")
     assert said == ("invalid_grant: AADSTS70008: The provided authorization code or refresh "
