@@ -38,16 +38,14 @@ def inert(text: str) -> str:
 RISK_MARK = "**risk words**"
 
 
-def note_line(received_local: datetime, subject: str | None, key: str,
-              risk: bool = False) -> str:
+def note_line(received_local: datetime, subject: str | None, key: str, risk: bool = False) -> str:
     """One contact; with ``risk``, marked so it is not read past in the room either."""
     when = f"{received_local:%a} {received_local:%Y-%m-%d %H:%M}"
     # Angle brackets are softened too, so a subject can never forge or close a marker.
     safe = shown(subject or "").replace("<", "‹").replace(">", "›")
     about = f": {inert(safe)}" if safe else ""
     mark = f"{RISK_MARK} " if risk else ""
-    return (f"- {when} — {mark}out-of-hours email{about} "
-            f"<!-- inbox-guard:{key[:MARKER_LEN]} -->")
+    return f"- {when} — {mark}out-of-hours email{about} <!-- inbox-guard:{key[:MARKER_LEN]} -->"
 
 
 def _title(client_name: str, session: datetime | None) -> str:
@@ -57,13 +55,18 @@ def _title(client_name: str, session: datetime | None) -> str:
 
 
 def add_notes(
-    agenda_dir: Path, client_id: str, client_name: str, session: datetime | None,
+    agenda_dir: Path,
+    client_id: str,
+    client_name: str,
+    session: datetime | None,
     lines: list[tuple[str, str]],
 ) -> bool:
     """Add each (line, key) whose key has no line yet, in one write; True if changed."""
     path = agenda_dir / relpath(client_id, session)
-    text = path.read_text(encoding="utf-8") if path.exists() else (
-        f"{_title(client_name, session)}\n\nOut-of-hours contacts: 0\n\n"
+    text = (
+        path.read_text(encoding="utf-8")
+        if path.exists()
+        else (f"{_title(client_name, session)}\n\nOut-of-hours contacts: 0\n\n")
     )
     present = set(_MARKER.findall(text))
     new = []
@@ -88,8 +91,10 @@ def add_notes(
 
 def upcoming(agenda_dir: Path, client_id: str | None, today: date) -> list[Path]:
     """Agenda files for sessions from ``today`` on, and the unscheduled notes."""
-    dirs = [agenda_dir / client_id] if client_id else sorted(
-        p for p in agenda_dir.glob("*") if p.is_dir()
+    dirs = (
+        [agenda_dir / client_id]
+        if client_id
+        else sorted(p for p in agenda_dir.glob("*") if p.is_dir())
     )
     out = []
     for d in dirs:

@@ -10,8 +10,6 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,9 +20,7 @@ from . import __version__
 from .errors import BusyError, ConfigError, InboxGuardError
 
 if TYPE_CHECKING:  # imported by each command when it runs: `--help` stays quick
-    from .mailbox import Mailbox
     from .model import Settings
-    from .store import Store
 
 log = logging.getLogger("inbox_guard")
 
@@ -60,23 +56,6 @@ def _load(state: _State, now: str | None, notes: list[str]) -> tuple[Settings, d
     return with_calendar(settings, clock, note=notes.append), clock
 
 
-def _remember(settings: Settings, notes: list[str], clock: datetime) -> None:
-    """Keep trouble for the next digest (as the service does), when the state file
-    can be used; a run from cron then hears of its failures the next morning."""
-    from .errors import StoreError
-    from .store import Store
-
-    if not notes:
-        return
-    with suppress(StoreError):  # busy included: whoever holds it is doing the work
-        store = Store.open(settings.state_path, wait=0)
-        try:
-            for what in notes:
-                store.note_problem(what, clock)
-        finally:
-            store.close()
-
-
 def _parse_now(value: str | None, settings: Settings) -> datetime:
     if value is None:
         return datetime.now(UTC).astimezone(settings.tz)
@@ -93,32 +72,18 @@ def _parse_now(value: str | None, settings: Settings) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=settings.tz)
 
 
-@contextmanager
-def _session(settings: Settings, dry_run: bool) -> Iterator[tuple[Mailbox, Store]]:
-    """A logged-in mailbox and the state store (a throwaway copy for dry runs)."""
-    from .credentials import login_secret
-    from .mailbox import Mailbox
-    from .store import Store
-
-    store = Store.snapshot(settings.state_path) if dry_run else Store.open(settings.state_path)
-    try:
-        mailbox = Mailbox.connect(settings.main.account, login_secret(settings))
-        try:
-            yield mailbox, store
-        finally:
-            mailbox.logout()
-    finally:
-        store.close()
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--config", "config", metavar="PATH",
+    "--config",
+    "config",
+    metavar="PATH",
     help="Main config file, or a folder of them (default: $INBOX_GUARD_CONFIG, else "
     "config/inbox-guard.toml).",
 )
 @click.option(
-    "--account", "account", metavar="ID",
+    "--account",
+    "account",
+    metavar="ID",
     help="In a group practice ([[accounts]] or a folder), the practitioner to act for.",
 )
 @click.option("--debug", is_flag=True, help="Verbose logs and tracebacks on errors.")
@@ -152,7 +117,7 @@ def check(state: _State, connect: bool, now: str | None) -> None:
     """Validate the config and every client file; list clients and next sessions.
 
     In a group practice, every practitioner (or the one --account names)."""
-    from . import report
+    from . import opening, report
     from .ics import with_calendar
 
     for settings in state.practices():
@@ -161,7 +126,7 @@ def check(state: _State, connect: bool, now: str | None) -> None:
         for line in report.config_lines(settings, clock, signin=not connect):
             click.echo(line)
         if connect:
-            with _session(settings, dry_run=True) as (mailbox, _store):
+            with opening.session(settings, dry_run=True) as (mailbox, _store):
                 for line in report.server_lines(settings, mailbox):
                     click.echo(line)
 
@@ -173,13 +138,13 @@ def check(state: _State, connect: bool, now: str | None) -> None:
 @click.pass_obj
 def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
     """Run one triage pass, then exit."""
-    from . import report
+    from . import opening, report
     from .triage import run_pass
 
     notes: list[str] = []
     settings, clock = _load(state, now, notes)
     try:
-        with _session(settings, dry_run) as (mailbox, store):
+        with opening.session(settings, dry_run) as (mailbox, store):
             result = run_pass(settings, mailbox, store, clock, dry_run=dry_run)
     except BusyError:
         raise  # not trouble: another inbox-guard is doing this pass
@@ -188,7 +153,7 @@ def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
         raise
     finally:
         if not dry_run:
-            _remember(settings, notes, clock)
+            opening.remember(settings, notes, clock)
     if as_json:
         click.echo(json.dumps(result.as_json(), ensure_ascii=False))
         return
@@ -207,41 +172,46 @@ def once(state: _State, dry_run: bool, as_json: bool, now: str | None) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Print the digest instead of delivering it.")
-@click.option("--html", "html_file", metavar="FILE", type=click.Path(dir_okay=False,
-              path_type=Path), help="With --dry-run: also write the HTML part to FILE, to "
-              "open in a browser.")
+@click.option(
+    "--html",
+    "html_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --dry-run: also write the HTML part to FILE, to open in a browser.",
+)
 @click.option("--now", metavar="ISO", help="Clock for the digest (ISO 8601).")
 @click.pass_obj
 def digest(state: _State, dry_run: bool, html_file: Path | None, now: str | None) -> None:
     """Build the digest of everything since the last one, and deliver it now."""
+    from . import opening
+
     if html_file is not None and not dry_run:
-        raise click.UsageError("--html goes with --dry-run (a delivered digest is in your "
-                               "inbox already)")
-    from .deliver import run_digest
+        raise click.UsageError(
+            "--html goes with --dry-run (a delivered digest is in your inbox already)"
+        )
+    from . import report
+    from .digest import run_digest
     from .store import Store
 
     notes: list[str] = []
     settings, clock = _load(state, now, notes)
     if not dry_run:
-        _remember(settings, notes, clock)  # a calendar fetch that failed: in this digest
+        opening.remember(settings, notes, clock)  # a calendar fetch that failed: in this digest
     if settings.main.digest.deliver == "imap" and not dry_run:
-        with _session(settings, dry_run=False) as (mailbox, store):
+        with opening.session(settings, dry_run=False) as (mailbox, store):
             run = run_digest(settings, mailbox, store, clock, dry_run=False)
-    else:
+    else:  # a connection only to see which holding replies are still in Drafts
         store = Store.snapshot(settings.state_path) if dry_run else Store.open(settings.state_path)
         try:
-            run = run_digest(settings, None, store, clock, dry_run=dry_run)
+            with opening.looking(settings, lambda note: click.echo(note, err=True)) as looking:
+                run = run_digest(settings, looking, store, clock, dry_run=dry_run)
         finally:
             store.close()
     if run.message is None:
         click.echo("nothing to report since the last digest (digest.send_empty is off)")
         return
     if dry_run:
-        click.echo(f"Subject: {run.message['Subject']}")
-        click.echo(f"To: {run.message['To']}")
-        click.echo("")
-        part = run.message.get_body(preferencelist=("plain",))
-        click.echo(part.get_content().rstrip() if part is not None else "")
+        click.echo(report.message_text(run.message))
         if html_file is not None:
             from .files import write_private
 
@@ -288,9 +258,12 @@ def agenda(state: _State, client_id: str | None, now: str | None) -> None:
 
 
 @cli.command()
-@click.option("--no-browser", is_flag=True,
-              help="Google: print the sign-in address instead of opening a browser "
-              "(for a server over SSH); paste the address the browser ends on.")
+@click.option(
+    "--no-browser",
+    is_flag=True,
+    help="Google: print the sign-in address instead of opening a browser "
+    "(for a server over SSH); paste the address the browser ends on.",
+)
 @click.pass_obj
 def login(state: _State, no_browser: bool) -> None:
     """Sign in to Google or Microsoft (auth = "oauth2") and keep the tokens.
@@ -307,19 +280,16 @@ def login(state: _State, no_browser: bool) -> None:
     if account.auth != "oauth2":
         raise ConfigError(
             f"{settings.path}: account.auth is {account.auth!r}: `login` is for "
-            "auth = \"oauth2\" (with provider = \"google\" or \"microsoft\")"
+            'auth = "oauth2" (with provider = "google" or "microsoft")'
         )
     status = sign_in(settings, lambda text: click.echo(text), browser=not no_browser)
-    click.echo(f"Signed in as {status.who} ({status.provider}); tokens kept in "
-               f"{status.where}.")
+    click.echo(f"Signed in as {status.who} ({status.provider}); tokens kept in {status.where}.")
     if status.who.lower() != account.username.lower() and status.who != "(not said)":
-        click.echo(f"Note: account.username is {account.username}; the server accepts the "
-                   "sign-in only if that mailbox is yours or shared with you.", err=True)
-
-
-# Thunderbird tag colours for the mark colours (Thunderbird's own palette of tags).
-_TB_COLOURS = {"orange": "#FF9900", "yellow": "#CCCC00", "green": "#009900",
-               "blue": "#3333FF", "purple": "#993399", "grey": "#808080", "red": "#FF0000"}
+        click.echo(
+            f"Note: account.username is {account.username}; the server accepts the "
+            "sign-in only if that mailbox is yours or shared with you.",
+            err=True,
+        )
 
 
 @cli.command(name="thunderbird-tags")
@@ -331,25 +301,19 @@ def thunderbird_tags(state: _State) -> None:
     keyword, lower case) is defined. Put these lines in user.js in your Thunderbird
     profile folder while Thunderbird is closed (Help > Troubleshooting Information >
     Profile Folder), then start it again."""
-    from .compose import mark_labels
+    from . import report
 
-    settings = state.settings()
-    label, risk_label = mark_labels(settings)
-    main = settings.main
-    click.echo("// inbox-guard: Thunderbird tags for its marks. Put these lines in user.js in")
-    click.echo("// your Thunderbird profile folder while Thunderbird is closed, then start it.")
-    for keyword, name, colour in (
-        (main.triage.keyword, label, _TB_COLOURS[main.mark.colour]),
-        (main.risk.keyword, risk_label, _TB_COLOURS["red"]),
-    ):
-        key = keyword.lower()
-        click.echo(f'user_pref("mailnews.tags.{key}.tag", {json.dumps(name)});')
-        click.echo(f'user_pref("mailnews.tags.{key}.color", "{colour}");')
+    for line in report.thunderbird_lines(state.settings()):
+        click.echo(line)
 
 
 @cli.command()
-@click.option("--keep", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
-              help="Keep the demo's config, state and agenda files in DIR.")
+@click.option(
+    "--keep",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the demo's config, state and agenda files in DIR.",
+)
 def demo(keep: Path | None) -> None:
     """Show inbox-guard working on a sample practice; needs no account or config."""
     from . import demo as demo_mod

@@ -1,4 +1,5 @@
-"""Compose messages: the holding-reply draft, the digest and the risk alert.
+"""Compose messages: the holding-reply draft and the risk and sign-in alerts, and what
+the digest's rendering shares with them (templates, translations, dates).
 
 Pure: the caller passes ``now``. Headers are built with the standard ``email``
 package; every value taken from a client's message is folded onto one line first, so
@@ -11,7 +12,6 @@ import functools
 import gettext
 import hashlib
 import io
-import re
 import textwrap
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -26,7 +26,6 @@ from pathlib import Path
 import jinja2
 
 from . import rules
-from .digest import Digest
 from .model import Settings
 
 
@@ -46,7 +45,7 @@ def copy_key(base: str, n: int) -> str:
 
 
 def draft_message_id(key: str, settings: Settings) -> str:
-    domain = settings.main.therapist.email.rsplit("@", 1)[1]
+    domain = settings.mail_domain
     return f"<inbox-guard.{key}@{domain}>"
 
 
@@ -94,11 +93,12 @@ def draft_template(env: jinja2.Environment, base: str, language: str) -> str:
     return base
 
 
-def _wrap(text: str, width: int = 72) -> str:
+def wrap(text: str, width: int = 72) -> str:
     """Wrap long template lines so the draft stays readable plain text when edited."""
     return "\n".join(
         textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
-        if len(line) > width else line
+        if len(line) > width
+        else line
         for line in text.split("\n")
     )
 
@@ -110,9 +110,11 @@ def _(message: str) -> str:
 
 ALERT_SUBJECT = _("inbox-guard: a client's message has risk words, please read it")
 SIGNIN_SUBJECT = _("inbox-guard: sign-in needed, mail is not being checked")
-SIGNIN_TEXT = _("inbox-guard can no longer sign in to %(account)s, so out-of-hours mail is "
-                "not being marked or drafted. On the machine where inbox-guard runs, sign in "
-                "again with: %(command)s")
+SIGNIN_TEXT = _(
+    "inbox-guard can no longer sign in to %(account)s, so out-of-hours mail is "
+    "not being marked or drafted. On the machine where inbox-guard runs, sign in "
+    "again with: %(command)s"
+)
 SIGNIN_DETAILS = _("Details: %(why)s")
 DISCLAIMER_TEXT = _("keyword screen, not an assessment")  # = risk.DISCLAIMER, for the catalogue
 
@@ -126,8 +128,10 @@ def mark_labels(settings: Settings) -> tuple[str, str]:
     """(out-of-hours label, risk label) for this practitioner."""
     t = translations(settings.main.therapist.language)
     m = settings.main.mark
-    return (m.label or t.gettext(OUT_OF_HOURS_LABEL),
-            m.risk_label or t.gettext(NEEDS_ATTENTION_LABEL))
+    return (
+        m.label or t.gettext(OUT_OF_HOURS_LABEL),
+        m.risk_label or t.gettext(NEEDS_ATTENTION_LABEL),
+    )
 
 
 # Why no draft was saved, as the digest says it (the codes are the JSON output's).
@@ -192,6 +196,7 @@ def template_env(override_dir: Path | None, language: str = "en") -> jinja2.Envi
     )
     t = translations(language)
     env.install_gettext_translations(t, newstyle=True)  # type: ignore[attr-defined]
+
     @jinja2.pass_context
     def _when(ctx: jinja2.runtime.Context, value: datetime) -> str:
         # The template's clock: ``now``, or the digest's.
@@ -209,7 +214,7 @@ def env_for(settings: Settings) -> jinja2.Environment:
     return template_env(settings.templates_dir, settings.main.therapist.language)
 
 
-def _own_message(settings: Settings, subject: str, message_id: str, now: datetime) -> EmailMessage:
+def own_message(settings: Settings, subject: str, message_id: str, now: datetime) -> EmailMessage:
     """A message from inbox-guard to the practitioner (digest or alert)."""
     t = settings.main.therapist
     msg = EmailMessage(policy=SMTP)
@@ -222,65 +227,52 @@ def _own_message(settings: Settings, subject: str, message_id: str, now: datetim
     return msg
 
 
-def digest_subject(digest: Digest, t: gettext.NullTranslations) -> str:
-    if digest.empty:
-        return t.gettext(_("Out-of-hours digest: no client contacts"))
-    n, k = digest.count, len(digest.clients)
-    subject = t.gettext(_("Out-of-hours digest: %(contacts)s from %(clients)s")) % {
-        "contacts": t.ngettext("%(num)d contact", "%(num)d contacts", n) % {"num": n},
-        "clients": t.ngettext("%(num)d client", "%(num)d clients", k) % {"num": k},
-    }
-    if digest.risk:
-        r = len(digest.risk)
-        subject += t.gettext(_(", %(num)d with risk words")) % {"num": r}
-    return subject
-
-
-def digest_message(
-    settings: Settings, env: jinja2.Environment, digest: Digest, message_id: str, now: datetime
-) -> EmailMessage:
-    subject = digest_subject(digest, translations(settings.main.therapist.language))
-    msg = _own_message(settings, subject, message_id, now)
-    # Blank lines between the parts, never more than one however the template's
-    # conditions fall.
-    text = re.sub(r"\n{3,}", "\n\n", env.get_template("digest.txt.j2").render(digest=digest))
-    html = env.get_template("digest.html.j2").render(digest=digest, subject=subject)
-    msg.set_content(_wrap(text, 998), charset="utf-8")
-    msg.add_alternative(html, subtype="html", charset="utf-8")
-    return msg
-
-
 def signin_alert(settings: Settings, why: str, basis: str, now: datetime) -> EmailMessage:
     """Tell the practitioner that the kept sign-in has expired (``auth = "oauth2"``)."""
     t = translations(settings.main.therapist.language)
-    domain = settings.main.therapist.email.rsplit("@", 1)[1]
+    domain = settings.mail_domain
     message_id = f"<inbox-guard.signin.{basis[:24]}@{domain}>"
-    msg = _own_message(settings, t.gettext(SIGNIN_SUBJECT), message_id, now)
+    msg = own_message(settings, t.gettext(SIGNIN_SUBJECT), message_id, now)
     msg["Importance"] = "high"
     command = "inbox-guard" + (f" --account {settings.name}" if settings.name else "") + " login"
-    body = "\n\n".join([
-        t.gettext(SIGNIN_TEXT) % {"account": settings.main.account.username,
-                                  "command": command},
-        t.gettext(SIGNIN_DETAILS) % {"why": why},
-        "--\ninbox-guard",
-    ])
-    msg.set_content(_wrap(body) + "\n", charset="utf-8")
+    body = "\n\n".join(
+        [
+            t.gettext(SIGNIN_TEXT)
+            % {"account": settings.main.account.username, "command": command},
+            t.gettext(SIGNIN_DETAILS) % {"why": why},
+            "--\ninbox-guard",
+        ]
+    )
+    msg.set_content(wrap(body) + "\n", charset="utf-8")
     return msg
 
 
 def alert_message(
-    settings: Settings, env: jinja2.Environment, *, client: str, name: str, received: datetime,
-    draft: bool, suppressed: str | None, session: datetime | None, message_id: str,
+    settings: Settings,
+    env: jinja2.Environment,
+    *,
+    client: str,
+    name: str,
+    received: datetime,
+    draft: bool,
+    suppressed: str | None,
+    session: datetime | None,
+    message_id: str,
     now: datetime,
 ) -> EmailMessage:
     subject = translations(settings.main.therapist.language).gettext(ALERT_SUBJECT)
-    msg = _own_message(settings, subject, message_id, now)
+    msg = own_message(settings, subject, message_id, now)
     msg["Importance"] = "high"
     body = env.get_template("alert.txt.j2").render(
-        client=client, name=name, received=received.astimezone(settings.tz), draft=draft,
-        suppressed=suppressed, session=session, now=now,
+        client=client,
+        name=name,
+        received=received.astimezone(settings.tz),
+        draft=draft,
+        suppressed=suppressed,
+        session=session,
+        now=now,
     )
-    msg.set_content(_wrap(body), charset="utf-8")
+    msg.set_content(wrap(body), charset="utf-8")
     return msg
 
 
@@ -324,15 +316,25 @@ def draft(
         msg["References"] = " ".join([*references, message_id])
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = draft_message_id(key, settings)
-    msg.set_content(_wrap(body), charset="utf-8")
+    msg.set_content(wrap(body), charset="utf-8")
     _only_our_headers(msg)
     return msg
 
 
-DRAFT_HEADERS = frozenset({
-    "from", "to", "subject", "in-reply-to", "references", "date", "message-id",
-    "content-type", "content-transfer-encoding", "mime-version",
-})
+DRAFT_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "subject",
+        "in-reply-to",
+        "references",
+        "date",
+        "message-id",
+        "content-type",
+        "content-transfer-encoding",
+        "mime-version",
+    }
+)
 
 
 def _only_our_headers(msg: EmailMessage) -> None:
@@ -341,5 +343,6 @@ def _only_our_headers(msg: EmailMessage) -> None:
     back = message_from_bytes(msg.as_bytes(), policy=default_policy)
     names = [k.lower() for k in back]
     if set(names) - DRAFT_HEADERS or len(names) != len(set(names)):
-        raise ValueError("the holding reply would carry headers of the client's making; "
-                         "it was not saved")
+        raise ValueError(
+            "the holding reply would carry headers of the client's making; it was not saved"
+        )

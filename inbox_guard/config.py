@@ -89,8 +89,14 @@ def _load_client(file: Path) -> Client:
         raise _validation_error(file, exc) from None
     sessions = cf.sessions.build() if cf.sessions else Sessions()
     return Client(
-        id=file.stem, name=cf.name, emails=cf.emails, sessions=sessions, active=cf.active,
-        hours=cf.hours, draft_template=cf.draft_template, notes_only=cf.notes_only,
+        id=file.stem,
+        name=cf.name,
+        emails=cf.emails,
+        sessions=sessions,
+        active=cf.active,
+        hours=cf.hours,
+        draft_template=cf.draft_template,
+        notes_only=cf.notes_only,
         calendar_summary=cf.calendar_summary,
     )
 
@@ -130,7 +136,7 @@ def _check_state_path(settings: Settings, where: tuple[int | str, ...]) -> None:
     except OSError as exc:
         raise ConfigError(f"{fail}: cannot be used: {exc.strerror}") from None
     if stat.S_ISDIR(mode):
-        raise ConfigError(f"{fail} is a folder; give a file, like \"state/inbox-guard.sqlite3\"")
+        raise ConfigError(f'{fail} is a folder; give a file, like "state/inbox-guard.sqlite3"')
     if not stat.S_ISREG(mode):
         raise ConfigError(f"{fail} is not a regular file (left as it is)")
     try:
@@ -142,17 +148,16 @@ def _check_state_path(settings: Settings, where: tuple[int | str, ...]) -> None:
         raise ConfigError(f"{fail} is not an inbox-guard state file (left as it is)")
 
 
-def _build(file: Path, data: dict[str, Any], name: str = "",
-           where: tuple[int | str, ...] = ()) -> Settings:
+def _build(
+    file: Path, data: dict[str, Any], name: str = "", where: tuple[int | str, ...] = ()
+) -> Settings:
     """One practitioner's settings from their (merged) main table and client files."""
     try:
         main = MainConfig.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(file, exc, where) from None
     main = _with_ca_files(file, main, where)
-    settings = Settings(
-        path=file, main=main, clients=_load_clients(file, main, where), name=name
-    )
+    settings = Settings(path=file, main=main, clients=_load_clients(file, main, where), name=name)
     _check_state_path(settings, where)
     return settings
 
@@ -213,8 +218,11 @@ def _practitioners(file: Path) -> list[Settings]:
     if "accounts" not in data:
         return [_build(file, data)]
     accounts = data["accounts"]
-    if not isinstance(accounts, list) or not accounts \
-            or not all(isinstance(a, dict) for a in accounts):
+    if (
+        not isinstance(accounts, list)
+        or not accounts
+        or not all(isinstance(a, dict) for a in accounts)
+    ):
         raise ConfigError(f"{file}: accounts: give one [[accounts]] table per practitioner")
     shared = {k: v for k, v in data.items() if k != "accounts"}
     out: list[Settings] = []
@@ -226,9 +234,11 @@ def _practitioners(file: Path) -> list[Settings]:
                 f"{file}: accounts[{i}].id: {problem} (a short name for the practitioner, "
                 "like \"alex\": letters, digits, '.', '_', '-')"
             )
-        namespaced = {"triage": {"clients_dir": f"clients/{ident}"},
-                      "agenda": {"dir": f"agendas/{ident}"},
-                      "state": {"path": f"state/{ident}.sqlite3"}}
+        namespaced = {
+            "triage": {"clients_dir": f"clients/{ident}"},
+            "agenda": {"dir": f"agendas/{ident}"},
+            "state": {"path": f"state/{ident}.sqlite3"},
+        }
         own = {k: v for k, v in entry.items() if k != "id"}
         merged = _merge(_merge(namespaced, shared), own)
         out.append(_build(file, merged, ident, ("accounts", i)))

@@ -28,15 +28,17 @@ def password(secret: PasswordSource, section: str, config_file: Path) -> str:
     if secret.password_command:
         try:
             done = subprocess.run(
-                secret.password_command, shell=True, capture_output=True, text=True,
-                timeout=60, stdin=subprocess.DEVNULL,
+                secret.password_command,
+                shell=True,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
             raise ConfigError(f"{where}.password_command: timed out after 60 s") from None
         if done.returncode != 0:
-            raise ConfigError(
-                f"{where}.password_command: exited with status {done.returncode}"
-            )
+            raise ConfigError(f"{where}.password_command: exited with status {done.returncode}")
         value = done.stdout.splitlines()[0] if done.stdout else ""
         if not value:
             raise ConfigError(f"{where}.password_command: printed nothing")
@@ -99,8 +101,12 @@ def _token_from_command(account: Account, config_file: Path) -> str:
     where = f"{config_file}: account.token_command"
     try:
         done = subprocess.run(
-            account.token_command or "", shell=True, capture_output=True, text=True,
-            timeout=60, stdin=subprocess.DEVNULL,
+            account.token_command or "",
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
         raise AuthError(f"{where}: the token helper timed out after 60 s") from None

@@ -67,7 +67,10 @@ def classify(arrival: Arrival, settings: Settings) -> Candidate | None:
 
 
 def _suppression(
-    c: Candidate, settings: Settings, window: str, drafted: set[tuple[str, str]],
+    c: Candidate,
+    settings: Settings,
+    window: str,
+    drafted: set[tuple[str, str]],
     duplicate: bool,
 ) -> str | None:
     mode = settings.main.triage.drafts
@@ -117,8 +120,9 @@ def plan(
                 done_ids.add(mid)
         after = max(c.arrival.received, now)
         mine = settings.main.therapist.all_addresses
-        wrote_to = next((a for a in c.arrival.headers.recipients if a in mine),
-                        settings.main.therapist.email)
+        wrote_to = next(
+            (a for a in c.arrival.headers.recipients if a in mine), settings.main.therapist.email
+        )
         out.append(
             Decision(
                 uid=c.arrival.uid,

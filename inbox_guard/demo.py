@@ -27,12 +27,13 @@ from typing import Any
 
 from . import config, hours
 from .compose import ALERT_SUBJECT
-from .deliver import DigestRun, run_digest
+from .digest import DigestRun, run_digest
 from .embedded import EmbeddedServer, Seeder
 from .mailbox import Mailbox
 from .model import Settings
+from .outcome import PassResult
 from .store import Store
-from .triage import PassResult, run_pass
+from .triage import run_pass
 
 PASSWORD_ENV = "INBOX_GUARD_DEMO_PASSWORD"
 SAMPLE = files("inbox_guard") / "sample"
@@ -110,8 +111,15 @@ def run(keep: Path | None = None) -> DemoRun:
                 store.close()
                 mailbox.logout()
 
-            return DemoRun(workdir, settings, seeded, result, digest, seeder.read("INBOX"),
-                           seeder.read("Drafts"))
+            return DemoRun(
+                workdir,
+                settings,
+                seeded,
+                result,
+                digest,
+                seeder.read("INBOX"),
+                seeder.read("Drafts"),
+            )
         finally:
             seeder.close()
 
@@ -136,30 +144,41 @@ def _decision(run: DemoRun, s: Seeded) -> str:
 def _cell(text: str, width: int) -> str:
     """A table cell: cut with an ellipsis where too long, padded where short, so the
     columns (two spaces apart) never run into each other."""
-    return (text if len(text) <= width else text[:width - 1] + "…").ljust(width)
+    return (text if len(text) <= width else text[: width - 1] + "…").ljust(width)
 
 
 def show(run: DemoRun, out: Callable[[str], None] = print) -> None:
     st = run.settings
     out("inbox-guard demo: a sample practice on an embedded IMAP server (nothing is sent).")
-    out(f"Practice: {st.main.therapist.name}, {st.main.timezone}; clients: "
-        + ", ".join(f"{c.id}" for c in st.clients.values()))
+    out(
+        f"Practice: {st.main.therapist.name}, {st.main.timezone}; clients: "
+        + ", ".join(f"{c.id}" for c in st.clients.values())
+    )
     out("")
-    out(f"{_cell('received (local)', 16)}  {_cell('from', 24)}  {_cell('subject', 30)}  "
-        "what inbox-guard did")
+    out(
+        f"{_cell('received (local)', 16)}  {_cell('from', 24)}  {_cell('subject', 30)}  "
+        "what inbox-guard did"
+    )
     for s in sorted(run.seeded, key=lambda s: s.received):
         local = s.received.astimezone(st.tz)
         sender = email.utils.parseaddr(s.sender)[1]
-        out(f"{_cell(f'{local:%a %d %b %H:%M}', 16)}  {_cell(sender, 24)}  "
-            f"{_cell(s.subject, 30)}  {_decision(run, s)}")
-    marked = sorted(u for u, (flags, _) in run.inbox.items()
-                    if st.main.triage.keyword in flags or "\\Flagged" in flags)
+        out(
+            f"{_cell(f'{local:%a %d %b %H:%M}', 16)}  {_cell(sender, 24)}  "
+            f"{_cell(s.subject, 30)}  {_decision(run, s)}"
+        )
+    marked = sorted(
+        u
+        for u, (flags, _) in run.inbox.items()
+        if st.main.triage.keyword in flags or "\\Flagged" in flags
+    )
     out("")
     seeded = {s.uid for s in run.seeded}
     out(f"Inbox: {len(seeded)} messages, {len(marked)} marked; none moved, none read.")
-    out(f"(This embedded server keeps no custom keywords, so marks show as \\Flagged here;"
+    out(
+        f"(This embedded server keeps no custom keywords, so marks show as \\Flagged here;"
         f" elsewhere they are {st.main.triage.keyword} too, and [mark] show chooses what"
-        " your mail app shows: a Gmail label, a coloured flag, a folder.)")
+        " your mail app shows: a Gmail label, a coloured flag, a folder.)"
+    )
     out(f"Drafts folder: {len(run.drafts)} holding replies waiting for review (not sent).")
     if run.drafts:
         first = min(run.drafts)
@@ -172,8 +191,11 @@ def show(run: DemoRun, out: Callable[[str], None] = print) -> None:
         out("")
         out(draft.get_content().rstrip())
         out("-" * 72)
-    alerts = [_parse(raw) for uid, (_, raw) in sorted(run.inbox.items())
-              if uid not in seeded and _parse(raw)["Subject"] == ALERT_SUBJECT]
+    alerts = [
+        _parse(raw)
+        for uid, (_, raw) in sorted(run.inbox.items())
+        if uid not in seeded and _parse(raw)["Subject"] == ALERT_SUBJECT
+    ]
     for alert in alerts:
         out("")
         out(f"Alert in your inbox at once: {alert['Subject']}")

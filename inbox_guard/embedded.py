@@ -41,10 +41,21 @@ class EmbeddedServer:
         from pymap.backend.dict import DictBackend
 
         return argparse.Namespace(
-            debug=False, skip_services=[], backend="dict", host=[self.host],
-            port=str(self.port), cert=None, key=None, tls=False, proxy_protocol=None,
-            passlib_cfg=None, inherited_sockets=None, demo_data=False,
-            demo_user=self.user, demo_password=self.password, backend_type=DictBackend,
+            debug=False,
+            skip_services=[],
+            backend="dict",
+            host=[self.host],
+            port=str(self.port),
+            cert=None,
+            key=None,
+            tls=False,
+            proxy_protocol=None,
+            passlib_cfg=None,
+            inherited_sockets=None,
+            demo_data=False,
+            demo_user=self.user,
+            demo_password=self.password,
+            backend_type=DictBackend,
         )
 
     async def _serve(self) -> None:

@@ -8,6 +8,7 @@ wall clock, so they get the same answer.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -63,7 +64,7 @@ def parse_interval(text: str) -> Interval:
     """Parse ``"09:00-17:00"``; raises ValueError with a message a person can act on."""
     m = _INTERVAL.match(text)
     if not m:
-        raise ValueError(f"{text!r} is not an interval like \"09:00-17:00\"")
+        raise ValueError(f'{text!r} is not an interval like "09:00-17:00"')
     h1, m1, h2, m2 = (int(g) for g in m.groups())
     if h1 > 23 or h2 > 24 or (h2 == 24 and m2 != 0):
         raise ValueError(f"{text!r} has an hour out of range")
@@ -75,7 +76,7 @@ def parse_interval(text: str) -> Interval:
 
 def parse_day(texts: list[str]) -> tuple[Interval, ...]:
     intervals = sorted((parse_interval(t) for t in texts), key=lambda i: i.start)
-    for before, after in zip(intervals, intervals[1:], strict=False):
+    for before, after in itertools.pairwise(intervals):
         if after.start < before.end:
             raise ValueError(f"intervals {before} and {after} overlap")
     return tuple(intervals)

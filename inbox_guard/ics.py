@@ -85,8 +85,13 @@ class _HeldRedirects(urllib.request.HTTPRedirectHandler):
     others before anything is sent there."""
 
     def redirect_request(
-        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-        headers: HTTPMessage, newurl: str,
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
     ) -> urllib.request.Request | None:
         problem = calendar_url_problem(newurl, redirected_from=req.full_url)
         if problem is not None:
@@ -99,9 +104,12 @@ def _opener() -> urllib.request.OpenerDirector:
     """http and https only (no file:, ftp: or data:), redirects held to the rule."""
     opener = urllib.request.OpenerDirector()
     for handler in (
-        urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
-        urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
-        urllib.request.HTTPDefaultErrorHandler(), _HeldRedirects(),
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _HeldRedirects(),
         urllib.request.HTTPErrorProcessor(),
     ):
         opener.add_handler(handler)
@@ -132,8 +140,10 @@ def _read(settings: Settings, note: Callable[[str], None]) -> bytes:
         return data
     except (OSError, ValueError) as exc:
         if cache.exists():
-            problem = (f"calendar: cannot fetch {_safe(url)} ({_reason(exc)}); using the "
-                       f"copy from {date.fromtimestamp(cache.stat().st_mtime)}")
+            problem = (
+                f"calendar: cannot fetch {_safe(url)} ({_reason(exc)}); using the "
+                f"copy from {date.fromtimestamp(cache.stat().st_mtime)}"
+            )
             log.warning("%s", problem)
             note(problem)
             return cache.read_text("utf-8", "surrogateescape").encode("utf-8", "surrogateescape")

@@ -36,15 +36,18 @@ class Redials:
         """Log in again (a failure to raises, ending the pass); True while there is
         budget left to look for the message at fault, False once the rest of the batch
         should be reported as not read this time (so the pass still records progress)."""
-        log.warning("the server hung up (%s); logging in again to go on without the "
-                    "message at fault", exc)
+        log.warning(
+            "the server hung up (%s); logging in again to go on without the message at fault", exc
+        )
         self.mailbox.reconnect()
         self.left -= 1
         return self.left >= 0
 
 
 def isolate(
-    items: Sequence[T], work: Callable[[list[T]], R], fault: Callable[[T, Exception], None],
+    items: Sequence[T],
+    work: Callable[[list[T]], R],
+    fault: Callable[[T, Exception], None],
     redial: Redials | None = None,
 ) -> Iterator[tuple[list[T], R]]:
     """Run ``work`` over ``items`` in one go; when the server refuses it (or anything

@@ -65,8 +65,13 @@ def _with(flags: Iterable[str]) -> tuple[str, ...]:
 
 
 def out_of_hours(
-    style: str, keyword: str, keeps_keywords: bool, label: str, colour: str,
-    already_flagged: bool, risk: bool = False,
+    style: str,
+    keyword: str,
+    keeps_keywords: bool,
+    label: str,
+    colour: str,
+    already_flagged: bool,
+    risk: bool = False,
 ) -> Marks:
     """The mark every out-of-hours client message gets. A risk message gets
     :func:`needs_attention` too, and no colour bits: its flag stays red."""
@@ -102,18 +107,28 @@ def what_you_will_see(
 ) -> str:
     """One sentence for ``check --connect``: how the marks will look in mail apps."""
     if style == "gmail-label":
-        return (f"marks will show as the Gmail label '{label}' (Gmail web and apps); "
-                f"risk as the label '{risk_label}' and a star")
+        return (
+            f"marks will show as the Gmail label '{label}' (Gmail web and apps); "
+            f"risk as the label '{risk_label}' and a star"
+        )
     if style == "folder":
-        return (f"marks will show as a copy in the folder '{label}' (a label in Fastmail, "
-                f"a folder in Outlook and other apps); risk also in '{risk_label}', flagged")
+        return (
+            f"marks will show as a copy in the folder '{label}' (a label in Fastmail, "
+            f"a folder in Outlook and other apps); risk also in '{risk_label}', flagged"
+        )
     if style == "flag-colour" and keeps_keywords:
-        return (f"marks will show as a {colour} flag in Apple Mail (a flag in other apps); "
-                "risk as a red flag; your own flags keep their colour and are never removed")
+        return (
+            f"marks will show as a {colour} flag in Apple Mail (a flag in other apps); "
+            "risk as a red flag; your own flags keep their colour and are never removed"
+        )
     if style in ("flag", "flag-colour") or not keeps_keywords:
-        return ("marks will show as a flag (\\Flagged): a flag in Outlook, Apple Mail and "
-                "Thunderbird, a star in Gmail, the same as your own flags; inbox-guard "
-                "never removes a flag")
-    return (f"marks will show as the keyword {keyword}: as a tag in Thunderbird once the "
-            "tag is defined (see `inbox-guard thunderbird-tags`); most other apps do not "
-            "show keywords, so consider [mark] show = \"flag-colour\" or \"folder\"")
+        return (
+            "marks will show as a flag (\\Flagged): a flag in Outlook, Apple Mail and "
+            "Thunderbird, a star in Gmail, the same as your own flags; inbox-guard "
+            "never removes a flag"
+        )
+    return (
+        f"marks will show as the keyword {keyword}: as a tag in Thunderbird once the "
+        "tag is defined (see `inbox-guard thunderbird-tags`); most other apps do not "
+        'show keywords, so consider [mark] show = "flag-colour" or "folder"'
+    )

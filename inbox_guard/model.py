@@ -71,7 +71,8 @@ class Settings:
         practice = self.main.hours.closed
         return {
             c.id: _schedule(self.tz, c.hours, extra_closed=practice)
-            for c in self.clients.values() if c.hours is not None
+            for c in self.clients.values()
+            if c.hours is not None
         }
 
     def schedule_for(self, client: Client) -> hours.Schedule:

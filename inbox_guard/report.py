@@ -4,16 +4,18 @@ changes anything (``server_lines`` only looks)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from email.message import EmailMessage
 
 from . import marks
 from .compose import mark_labels
 from .errors import ConfigError
 from .mailbox import Mailbox, Status
 from .model import Settings
+from .outcome import Failed, Flagged
 from .sessions import next_session
 from .signin import Tokens
-from .triage import Failed, Flagged
 
 
 def config_lines(settings: Settings, clock: datetime, signin: bool) -> list[str]:
@@ -61,14 +63,17 @@ def signin_line(settings: Settings) -> str:
     status = Tokens(settings).status()
     if status is None:
         return f"sign-in: none kept yet: run `inbox-guard{_account_flag(settings)} login`"
+
     def local(when: float) -> str:
         try:
             return f"{datetime.fromtimestamp(when, settings.tz):%Y-%m-%d %H:%M}"
         except (OverflowError, ValueError, OSError):
             return "(unknown)"
 
-    line = (f"signed in as {status.who} ({status.provider}); access token valid until "
-            f"{local(status.expires_at)} (renewed automatically)")
+    line = (
+        f"signed in as {status.who} ({status.provider}); access token valid until "
+        f"{local(status.expires_at)} (renewed automatically)"
+    )
     if status.refresh_expires_at:
         line += f"; sign-in lasts until {local(status.refresh_expires_at)}"
     return f"{line}; scopes: {', '.join(status.scopes)}; kept in {status.where}"
@@ -80,12 +85,13 @@ def _what_marks_look_like(settings: Settings, caps: set[bytes], status: Status) 
     style = marks.choose(main.mark.show, caps, keeps)
     if style == "gmail-label" and b"X-GM-EXT-1" not in caps:
         raise ConfigError(
-            f"{settings.path}: mark.show: \"gmail-label\" needs Gmail, and "
+            f'{settings.path}: mark.show: "gmail-label" needs Gmail, and '
             f"{main.account.host} does not offer Google's IMAP extensions (X-GM-EXT-1)"
         )
     label, risk_label = mark_labels(settings)
-    return marks.what_you_will_see(style, main.triage.keyword, label, risk_label,
-                                   main.mark.colour, keeps)
+    return marks.what_you_will_see(
+        style, main.triage.keyword, label, risk_label, main.mark.colour, keeps
+    )
 
 
 def flagged_line(f: Flagged, errors: list[Failed], settings: Settings, dry_run: bool) -> str:
@@ -104,5 +110,41 @@ def flagged_line(f: Flagged, errors: list[Failed], settings: Settings, dry_run: 
     else:
         told = f"alert sent to {settings.digest_to}"
     urgent = "urgent draft" if f["draft"] else draft
-    return (f"RISK WORDS  {f['received']}  {f['client']}  {urgent}; {told}  "
-            f"-> {f['agenda']}")
+    return f"RISK WORDS  {f['received']}  {f['client']}  {urgent}; {told}  -> {f['agenda']}"
+
+
+# Thunderbird tag colours for the mark colours (Thunderbird's own palette of tags).
+_TB_COLOURS = {
+    "orange": "#FF9900",
+    "yellow": "#CCCC00",
+    "green": "#009900",
+    "blue": "#3333FF",
+    "purple": "#993399",
+    "grey": "#808080",
+    "red": "#FF0000",
+}
+
+
+def thunderbird_lines(settings: Settings) -> list[str]:
+    """``thunderbird-tags``: the user.js lines that define a tag for each mark."""
+    label, risk_label = mark_labels(settings)
+    main = settings.main
+    out = [
+        "// inbox-guard: Thunderbird tags for its marks. Put these lines in user.js in",
+        "// your Thunderbird profile folder while Thunderbird is closed, then start it.",
+    ]
+    for keyword, name, colour in (
+        (main.triage.keyword, label, _TB_COLOURS[main.mark.colour]),
+        (main.risk.keyword, risk_label, _TB_COLOURS["red"]),
+    ):
+        key = keyword.lower()
+        out.append(f'user_pref("mailnews.tags.{key}.tag", {json.dumps(name)});')
+        out.append(f'user_pref("mailnews.tags.{key}.color", "{colour}");')
+    return out
+
+
+def message_text(message: EmailMessage) -> str:
+    """A message as ``digest --dry-run`` shows it: Subject, To, and the text part."""
+    part = message.get_body(preferencelist=("plain",))
+    text = part.get_content().rstrip() if part is not None else ""
+    return f"Subject: {message['Subject']}\nTo: {message['To']}\n\n{text}"

@@ -19,10 +19,26 @@ from .text import decode_words, shown
 
 # The header fields a triage pass fetches (BODY.PEEK[HEADER.FIELDS (...)]).
 FIELDS = (
-    "From", "Sender", "To", "Cc", "Subject", "Message-ID", "References",
-    "Auto-Submitted", "X-Auto-Response-Suppress", "Precedence", "Return-Path",
-    "Content-Type", "Content-Transfer-Encoding", "List-Id", "List-Unsubscribe", "List-Post",
-    "List-Owner", "List-Help", "List-Subscribe", "List-Archive",
+    "From",
+    "Sender",
+    "To",
+    "Cc",
+    "Subject",
+    "Message-ID",
+    "References",
+    "Auto-Submitted",
+    "X-Auto-Response-Suppress",
+    "Precedence",
+    "Return-Path",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Post",
+    "List-Owner",
+    "List-Help",
+    "List-Subscribe",
+    "List-Archive",
 )
 
 _MACHINE_LOCALS = {"mailer-daemon", "postmaster", "listserv", "majordomo"}
@@ -146,9 +162,7 @@ def _is_machine_address(addr: str | None) -> bool:
     if not addr:
         return False
     local = addr.split("@", 1)[0]
-    return (
-        local in _MACHINE_LOCALS or local.startswith("owner-") or local.endswith("-request")
-    )
+    return local in _MACHINE_LOCALS or local.startswith("owner-") or local.endswith("-request")
 
 
 def machine_reason(h: Headers) -> str | None:

@@ -22,35 +22,20 @@ from typing import Any
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .credentials import login_secret
-from .deliver import run_digest
+from .digest import run_digest
 from .errors import ConnectError, InboxGuardError, SignInNeeded, StoreError
 from .ics import with_calendar
 from .mailbox import Mailbox
 from .model import Problem, Settings
-from .store import MAX_PROBLEMS, Store
+from .records import MAX_PROBLEMS
+from .store import Store
+from .timing import IDLE_SECONDS, backoff, digest_trigger
 from .triage import run_pass
 
 log = logging.getLogger(__name__)
-
-FIRST_RETRY_SECONDS = 5.0
-IDLE_SECONDS = 25 * 60  # re-issue IDLE well before servers' 30-minute limit
-
-
-def digest_trigger(settings: Settings) -> CronTrigger:
-    hour, minute = (int(x) for x in settings.main.digest.at.split(":")[:2])
-    return CronTrigger(
-        day_of_week=",".join(settings.main.digest.days), hour=hour, minute=minute,
-        timezone=settings.tz,
-    )
-
-
-def backoff(failures: int, cap: float) -> float:
-    """Seconds before retry number ``failures`` (1, 2, ...): 5, 10, 20, ... up to ``cap``."""
-    return float(min(cap, FIRST_RETRY_SECONDS * 2 ** max(0, failures - 1)))
 
 
 class _Account(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -148,21 +133,29 @@ class Service:
 
         store = TokenStore(self.settings)
         self._signin_gone = store.fingerprint()
-        self.scheduler.add_job(self._signin_watch, "interval", seconds=2, id="signin-watch",
-                               replace_existing=True, args=[store])
+        self.scheduler.add_job(
+            self._signin_watch,
+            "interval",
+            seconds=2,
+            id="signin-watch",
+            replace_existing=True,
+            args=[store],
+        )
         main = self.settings.main
-        if main.digest.deliver == "imap" or (main.smtp is not None
-                                             and main.smtp.auth == "oauth2"):
-            self.log.error("cannot send an alert about it: the digest's route needs the "
-                           "same sign-in; the next digest after `login` will say so")
+        if main.digest.deliver == "imap" or (main.smtp is not None and main.smtp.auth == "oauth2"):
+            self.log.error(
+                "cannot send an alert about it: the digest's route needs the "
+                "same sign-in; the next digest after `login` will say so"
+            )
             return
         from .compose import signin_alert
         from .deliver import deliver
 
         now = self._now()
         try:
-            deliver(self.settings, signin_alert(self.settings, why, self._signin_gone, now),
-                    None, now)
+            deliver(
+                self.settings, signin_alert(self.settings, why, self._signin_gone, now), None, now
+            )
             self.log.info("sent an alert: the sign-in needs renewing")
         except InboxGuardError as exc:
             self.log.error("could not send the sign-in alert: %s", exc)
@@ -210,7 +203,11 @@ class Service:
             self.scheduler.modify_job("triage", next_run_time=when)
         else:
             self.scheduler.add_job(
-                self.digest, "date", run_date=when, id="digest-retry", replace_existing=True,
+                self.digest,
+                "date",
+                run_date=when,
+                id="digest-retry",
+                replace_existing=True,
             )
 
     def _with_calendar(self, now: datetime) -> Settings:
@@ -221,26 +218,45 @@ class Service:
             now = self._now()
             settings = self._with_calendar(now)
             try:
-                result = run_pass(settings, self._connect(), self._store_open(), now,
-                                  stop=self.stopping)
+                result = run_pass(
+                    settings, self._connect(), self._store_open(), now, stop=self.stopping
+                )
             except ConnectError:
                 # A kept connection may have been closed by the server while idle:
                 # reconnect once before calling it a failure.
                 self._drop_connection()
-                result = run_pass(settings, self._connect(), self._store_open(), now,
-                                  stop=self.stopping)
-            self.log.info("pass: scanned %d, flagged %d, ignored %d, errors %d", result.scanned,
-                     len(result.flagged), len(result.ignored), len(result.errors))
+                result = run_pass(
+                    settings, self._connect(), self._store_open(), now, stop=self.stopping
+                )
+            self.log.info(
+                "pass: scanned %d, flagged %d, ignored %d, errors %d",
+                result.scanned,
+                len(result.flagged),
+                len(result.ignored),
+                len(result.errors),
+            )
 
         self._guarded("triage", work)
 
     def digest(self) -> None:
         def work() -> None:
-            imap = self.settings.main.digest.deliver == "imap"
-            mailbox = self._connect() if imap else None
+            if self.settings.main.digest.deliver == "imap":
+                mailbox: Mailbox | None = self._connect()
+            else:  # only to see which holding replies are still in Drafts
+                try:
+                    mailbox = self._connect()
+                except InboxGuardError as exc:
+                    self.log.warning("digest: cannot look in Drafts: %s", exc)
+                    mailbox = None
             now = self._now()
-            run = run_digest(self._with_calendar(now), mailbox, self._store_open(), now,
-                             False, problems=list(self._problems.values()))
+            run = run_digest(
+                self._with_calendar(now),
+                mailbox,
+                self._store_open(),
+                now,
+                False,
+                problems=list(self._problems.values()),
+            )
             if run.delivered:
                 self._problems.clear()
             if run.delivered:
@@ -269,8 +285,10 @@ class Service:
                 if self._idle is None:
                     self._idle = Mailbox.connect(account, self._secret)
                     if b"IDLE" not in self._idle.capabilities():
-                        self.log.info("the server has no IDLE: polling every %d min",
-                                 self.settings.main.triage.poll_minutes)
+                        self.log.info(
+                            "the server has no IDLE: polling every %d min",
+                            self.settings.main.triage.poll_minutes,
+                        )
                         return
                     self.log.info("push: waiting for new mail with IDLE")
                     if failures:
@@ -305,20 +323,29 @@ class Service:
         self._store_open()
         minutes = self.settings.main.triage.poll_minutes
         self.scheduler.add_job(
-            self.triage, IntervalTrigger(minutes=minutes, timezone=self.settings.tz),
-            id="triage", next_run_time=datetime.now(self.settings.tz),
-            max_instances=1, coalesce=True, misfire_grace_time=None,
+            self.triage,
+            IntervalTrigger(minutes=minutes, timezone=self.settings.tz),
+            id="triage",
+            next_run_time=datetime.now(self.settings.tz),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
         )
         self.scheduler.add_job(
-            self.digest, digest_trigger(self.settings), id="digest",
-            max_instances=1, coalesce=True, misfire_grace_time=3600,
+            self.digest,
+            digest_trigger(self.settings),
+            id="digest",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=3600,
         )
         self.scheduler.start()
         if self.settings.main.triage.push:
             self._watcher.start()
         nxt = self.scheduler.get_job("digest").next_run_time
-        self.log.info("running: a pass every %d min; next digest %s", minutes,
-                      f"{nxt:%a %d %b %H:%M}")
+        self.log.info(
+            "running: a pass every %d min; next digest %s", minutes, f"{nxt:%a %d %b %H:%M}"
+        )
 
     def stop(self) -> None:
         self.stopping.set()
@@ -333,7 +360,6 @@ class Service:
                 self._store.close()
                 self._store = None
         self.log.info("stopped")
-
 
 
 def run_forever(services: list[Service]) -> None:

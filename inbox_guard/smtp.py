@@ -20,8 +20,10 @@ from .schema import Smtp
 def _xoauth2(user: str, token: str) -> Any:
     """RFC 7628-style XOAUTH2: the bearer token first; an error challenge is answered
     with an empty line, after which the server says no."""
+
     def answer(challenge: bytes | None = None, /) -> str:
         return f"user={user}\x01auth=Bearer {token}\x01\x01" if challenge is None else ""
+
     return answer
 
 
@@ -39,7 +41,10 @@ def _log_in(client: smtplib.SMTP, server: Smtp, secret: Secret) -> None:
 
 
 def send(
-    server: Smtp, secret: Secret | None, message: EmailMessage, to: Iterable[str],
+    server: Smtp,
+    secret: Secret | None,
+    message: EmailMessage,
+    to: Iterable[str],
     allowed: Iterable[str],
 ) -> None:
     recipients = [r.lower() for r in to]
@@ -55,12 +60,15 @@ def send(
     try:
         if server.security == "tls":
             client: smtplib.SMTP = smtplib.SMTP_SSL(
-                server.host, server.effective_port, timeout=server.timeout_seconds,
+                server.host,
+                server.effective_port,
+                timeout=server.timeout_seconds,
                 context=context,
             )
         else:
-            client = smtplib.SMTP(server.host, server.effective_port,
-                                  timeout=server.timeout_seconds)
+            client = smtplib.SMTP(
+                server.host, server.effective_port, timeout=server.timeout_seconds
+            )
         with client:
             if server.security == "starttls":
                 client.starttls(context=context)

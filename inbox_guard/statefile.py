@@ -8,10 +8,15 @@ import fcntl
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 from .errors import BusyError, StoreError
 from .files import FILE_MODE, private_dir
+from .migrations import MIGRATIONS
 
 LOCK_WAIT_SECONDS = 10.0
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -129,3 +134,87 @@ def snapshot(path: Path) -> sqlite3.Connection:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot read the state file: {exc}") from exc
     return mem
+
+
+class Database:
+    """The state file's connection, with the one transaction rule (see
+    :mod:`inbox_guard.store`): every query method is atomic, and transactions nest."""
+
+    def __init__(self, conn: sqlite3.Connection, where: str, lock: Lock | None = None) -> None:
+        self._db = conn
+        self._where = where
+        self._db.row_factory = sqlite3.Row
+        self._lock = lock
+        self._depth = 0  # open transactions: 0 none, 1 BEGIN, more are SAVEPOINTs
+
+    @classmethod
+    def open(cls, path: Path, wait: float = LOCK_WAIT_SECONDS) -> Self:
+        """Open (creating, 0600 in a 0700 folder) and migrate the state file, holding
+        its lock; :class:`BusyError` if another process holds it for ``wait`` seconds.
+        A file the program did not create is never changed or chmod-ed."""
+        conn, lock = connect(path, wait)
+        store = cls(conn, str(path), lock)
+        try:
+            store._migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def snapshot(cls, path: Path) -> Self:
+        """An in-memory copy for dry runs: reads the file if any, never writes it."""
+        store = cls(snapshot(path), str(path))
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    def _execute(self, sql: str, params: Iterable[object] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._where}: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing for the block; nested, the inner block is a SAVEPOINT."""
+        depth = self._depth
+        name = f"sp{depth}"
+        self._execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth = depth
+            if depth == 0:
+                self._db.execute("ROLLBACK")
+            else:
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+            raise
+        self._depth = depth
+        self._execute("COMMIT" if depth == 0 else f"RELEASE {name}")
+
+    def _migrate(self) -> None:
+        self._execute(
+            "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied_at TEXT)"
+        )
+        row = self._execute("SELECT MAX(version) FROM migrations").fetchone()
+        current = row[0] or 0
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self._where}: state file is from a newer inbox-guard (schema {current}, "
+                f"this version knows {len(MIGRATIONS)}); upgrade inbox-guard"
+            )
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.transaction():
+                for statement in filter(str.strip, script.split(";")):
+                    self._execute(statement)
+                self._execute(
+                    "INSERT INTO migrations VALUES (?, ?)",
+                    (version, datetime.now(UTC).isoformat()),
+                )

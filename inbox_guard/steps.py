@@ -14,11 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import jinja2
-
-from . import agenda, compose, marks
-from .deliver import deliver
-from .errors import ConnectError, MailboxError, StoreError
+from . import agenda, compose, marks, outgoing
+from .errors import ConnectError, StoreError
 from .isolate import isolate, reason
 from .mailbox import Mailbox, Status
 from .marks import Marks
@@ -26,8 +23,6 @@ from .model import Contact, Settings
 from .store import GONE, Store
 
 log = logging.getLogger("inbox_guard.triage")
-
-DRAFT_FLAGS = ("\\Draft", "\\Seen")
 
 
 @dataclass(frozen=True)
@@ -48,16 +43,26 @@ class _Look:
         keeps = status.allows(main.triage.keyword)
         style = marks.choose(main.mark.show, mailbox.capabilities(), keeps)
         if not keeps:
-            mailbox.warn_once(f"the server does not keep the keyword {main.triage.keyword} "
-                              "(PERMANENTFLAGS has no \\*); marks show as \\Flagged")
+            mailbox.warn_once(
+                f"the server does not keep the keyword {main.triage.keyword} "
+                "(PERMANENTFLAGS has no \\*); marks show as \\Flagged"
+            )
         label, risk_label = compose.mark_labels(settings)
-        risky = marks.needs_attention(style, main.risk.keyword,
-                                      status.allows(main.risk.keyword), risk_label)
+        risky = marks.needs_attention(
+            style, main.risk.keyword, status.allows(main.risk.keyword), risk_label
+        )
         return cls(style, keeps, label, main.mark.colour, main.triage.keyword, risky)
 
     def out_of_hours(self, c: Contact) -> Marks:
-        return marks.out_of_hours(self.style, self.keyword, self.keeps_keywords, self.label,
-                                  self.colour, c.was_flagged, c.risk)
+        return marks.out_of_hours(
+            self.style,
+            self.keyword,
+            self.keeps_keywords,
+            self.label,
+            self.colour,
+            c.was_flagged,
+            c.risk,
+        )
 
 
 class Failures:
@@ -79,7 +84,10 @@ class Failures:
 
 
 def _relocate(
-    mailbox: Mailbox, store: Store, status: Status, pending: list[Contact],
+    mailbox: Mailbox,
+    store: Store,
+    status: Status,
+    pending: list[Contact],
     failures: Failures,
 ) -> bool:
     """Marks planned under an old UIDVALIDITY are re-resolved, never assumed: the
@@ -100,8 +108,11 @@ def _relocate(
             continue
         uid = next((u for u in found if u not in taken), None)
         if uid is None:
-            log.warning("uid %s (client %s): the message left the inbox before it could "
-                        "be marked", c.uid, c.client)
+            log.warning(
+                "uid %s (client %s): the message left the inbox before it could be marked",
+                c.uid,
+                c.client,
+            )
             store.mark([c.key], "keyword_done", GONE)
             if c.risk:
                 store.mark([c.key], "risk_done", GONE)
@@ -113,8 +124,12 @@ def _relocate(
 
 
 def _mark(
-    settings: Settings, mailbox: Mailbox, store: Store, due: list[tuple[Contact, Marks]],
-    step: str, failures: Failures,
+    settings: Settings,
+    mailbox: Mailbox,
+    store: Store,
+    due: list[tuple[Contact, Marks]],
+    step: str,
+    failures: Failures,
 ) -> None:
     """Add each contact's marks (flags and keywords, Gmail labels, a copy in a folder)
     to its message. A refused STORE is narrowed to the message it concerns; a copy is
@@ -134,8 +149,11 @@ def _mark(
         else:
             live.append((c, m))
 
-    def each(group: list[Contact], work: Callable[[list[int]], None],
-             instead: Callable[[int], bool] = lambda uid: False) -> None:
+    def each(
+        group: list[Contact],
+        work: Callable[[list[int]], None],
+        instead: Callable[[int], bool] = lambda uid: False,
+    ) -> None:
         by_uid: dict[int, list[Contact]] = {}
         for c in group:
             by_uid.setdefault(c.uid, []).append(c)
@@ -158,14 +176,18 @@ def _mark(
         return out
 
     for flags, group in grouped(lambda m: m.flags).items():
-        each(group, functools.partial(_add, mailbox.add_flags, flags),
-             functools.partial(_flag_instead, mailbox, flags))
+        each(
+            group,
+            functools.partial(_add, mailbox.add_flags, flags),
+            functools.partial(_flag_instead, mailbox, flags),
+        )
     for labels, group in grouped(lambda m: m.labels).items():
         each(group, functools.partial(_add, mailbox.add_labels, labels))
     for folders, group in grouped(lambda m: m.folders).items():
         for folder in folders:
-            _copy_once(mailbox, inbox, folder, [c for c in group if c.key not in failed],
-                       failures, failed)
+            _copy_once(
+                mailbox, inbox, folder, [c for c in group if c.key not in failed], failures, failed
+            )
     store.mark((c.key for c, _ in live if c.key not in failed), step)
 
 
@@ -189,13 +211,19 @@ def _flag_instead(mailbox: Mailbox, flags: tuple[str, ...], uid: int) -> bool:
         raise
     except Exception:
         return False
-    mailbox.warn_once(f"the server refused the keyword(s) {' '.join(flags)} although it "
-                      "announces that it keeps keywords; marking with \\Flagged instead")
+    mailbox.warn_once(
+        f"the server refused the keyword(s) {' '.join(flags)} although it "
+        "announces that it keeps keywords; marking with \\Flagged instead"
+    )
     return True
 
 
 def _copy_once(
-    mailbox: Mailbox, inbox: str, folder: str, group: list[Contact], failures: Failures,
+    mailbox: Mailbox,
+    inbox: str,
+    folder: str,
+    group: list[Contact],
+    failures: Failures,
     failed: set[str],
 ) -> None:
     """A copy of each message in ``folder``, unless one is there already."""
@@ -224,8 +252,13 @@ def _copy_once(
 
 
 def do_steps(
-    settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool,
-    status: Status, stop: threading.Event | None,
+    settings: Settings,
+    mailbox: Mailbox,
+    store: Store,
+    now: datetime,
+    dry_run: bool,
+    status: Status,
+    stop: threading.Event | None,
 ) -> tuple[list[Contact], Failures]:
     """Do what the store says is pending, safety first, each step in batches (one
     STORE, one write per agenda file, one MULTIAPPEND for the drafts) and recorded as
@@ -247,14 +280,19 @@ def do_steps(
             pending = [c for c in store.pending(now) if c.key in keys]
         # 1. Risk: its keyword and \Flagged, then the alert, before anything else.
         look = _Look.of(settings, mailbox)
-        _mark(settings, mailbox, store,
-              [(c, look.needs_attention) for c in pending if c.risk and not c.risk_done],
-              "risk_done", failures)
+        _mark(
+            settings,
+            mailbox,
+            store,
+            [(c, look.needs_attention) for c in pending if c.risk and not c.risk_done],
+            "risk_done",
+            failures,
+        )
         env = compose.env_for(settings)
         for c in pending:
             if c.alert and not c.alert_done:
                 try:
-                    _alert(settings, env, mailbox, store, c, now)
+                    outgoing.alert(settings, env, mailbox, store, c, now)
                 except (ConnectError, StoreError):
                     raise
                 except Exception as exc:
@@ -262,9 +300,14 @@ def do_steps(
         if stopping():
             return pending, failures
         # 2. The out-of-hours mark.
-        _mark(settings, mailbox, store,
-              [(c, look.out_of_hours(c)) for c in pending if not c.keyword_done],
-              "keyword_done", failures)
+        _mark(
+            settings,
+            mailbox,
+            store,
+            [(c, look.out_of_hours(c)) for c in pending if not c.keyword_done],
+            "keyword_done",
+            failures,
+        )
         # 3. The notes before the drafts: they need only the disk.
         if stopping():
             return pending, failures
@@ -272,10 +315,20 @@ def do_steps(
         if stopping():
             return pending, failures
         # 4. The holding replies.
-        _drafts(settings, env, mailbox, store, now,
-                [c for c in pending if c.draft and not c.draft_done], failures)
-        store.complete([c.key for c in pending if c.key not in failures], now,
-                       keep_subject=main.digest.include_subjects)
+        outgoing.drafts(
+            settings,
+            env,
+            mailbox,
+            store,
+            now,
+            [c for c in pending if c.draft and not c.draft_done],
+            failures,
+        )
+        store.complete(
+            [c.key for c in pending if c.key not in failures],
+            now,
+            keep_subject=main.digest.include_subjects,
+        )
         with store.transaction():
             for key in failures.by_key:
                 store.failed(key, failures.text(key), now)
@@ -293,106 +346,26 @@ def _notes(settings: Settings, store: Store, contacts: list[Contact], failures: 
         client = settings.clients.get(client_id)
         try:
             lines = [
-                (agenda.note_line(c.received.astimezone(settings.tz),
-                                  c.subject if with_subject else None, c.key, c.risk), c.key)
+                (
+                    agenda.note_line(
+                        c.received.astimezone(settings.tz),
+                        c.subject if with_subject else None,
+                        c.key,
+                        c.risk,
+                    ),
+                    c.key,
+                )
                 for c in group
             ]
-            agenda.add_notes(settings.agenda_dir, client_id,
-                             client.name if client else client_id, group[0].session, lines)
+            agenda.add_notes(
+                settings.agenda_dir,
+                client_id,
+                client.name if client else client_id,
+                group[0].session,
+                lines,
+            )
         except Exception as exc:
             for c in group:
                 failures(c, "agenda", exc)
             continue
         store.mark((c.key for c in group), "agenda_done")
-
-
-def _drafts(
-    settings: Settings, env: jinja2.Environment, mailbox: Mailbox, store: Store, now: datetime,
-    due: list[Contact], failures: Failures,
-) -> None:
-    """Holding replies into Drafts. Each draft's Message-ID is derived from its message,
-    so before any APPEND the folder is searched for it: a draft appended before a crash,
-    by an overlapping run or before the state file was lost is found, never made twice.
-    A draft is recorded as done only when the server answered OK."""
-    if not due:
-        return
-    try:
-        folder = mailbox.find_drafts(settings.main.account.drafts)
-    except (ConnectError, StoreError):
-        raise
-    except Exception as exc:
-        for c in due:
-            failures(c, "draft", exc)
-        return
-    ids = {c.key: compose.draft_message_id(c.key, settings) for c in due}
-    try:
-        there = mailbox.existing_message_ids(folder, list(ids.values()))
-    except (ConnectError, StoreError):
-        raise
-    except Exception as exc:
-        # The server cannot search Drafts (say, one unreadable file there). A draft
-        # never tried before cannot be there (the state file's lock keeps others
-        # out), so those are made; one tried before waits for a search that works.
-        log.warning("cannot search %s for earlier drafts: %s", folder, reason(exc))
-        for c in due:
-            if c.draft_tried:
-                failures(c, "draft", f"cannot look in {folder} for an earlier copy: "
-                                     f"{reason(exc)}")
-        due = [c for c in due if not c.draft_tried]
-        there = set()
-    store.mark([c.key for c in due if ids[c.key] in there], "draft_done")
-    todo: list[tuple[Contact, bytes]] = []
-    for c in due:
-        if ids[c.key] in there:
-            continue
-        client = settings.clients.get(c.client)
-        try:
-            msg = compose.draft(
-                settings=settings, env=env, subject=c.subject or "", message_id=c.message_id,
-                references=c.refs, to=c.address, key=c.key, session=c.session, risk=c.risk,
-                now=now, template=client.draft_template if client else None,
-                from_addr=c.reply_from,
-            )
-            todo.append((c, msg.as_bytes()))
-        except Exception as exc:
-            failures(c, "draft", exc)
-    if not todo:
-        return
-    store.mark((c.key for c, _ in todo), "draft_tried")
-    answers = mailbox.append_each(folder, [raw for _, raw in todo], DRAFT_FLAGS, now)
-    for (c, _), refused in zip(todo, answers, strict=True):
-        if refused is not None:
-            failures(c, "draft", refused)
-    store.mark((c.key for (c, _), refused in zip(todo, answers, strict=True)
-                if refused is None), "draft_done")
-
-
-def _alert(
-    settings: Settings, env: jinja2.Environment, mailbox: Mailbox, store: Store, c: Contact,
-    now: datetime,
-) -> None:
-    """Tell the practitioner at once, by the digest's route (never the client)."""
-    domain = settings.main.therapist.email.rsplit("@", 1)[1]
-    message_id = f"<inbox-guard.alert.{c.key}@{domain}>"
-    client = settings.clients.get(c.client)
-    msg = compose.alert_message(
-        settings, env, client=c.client, name=client.name if client else c.client,
-        received=c.received, draft=c.draft, suppressed=c.suppressed, session=c.session,
-        message_id=message_id, now=now,
-    )
-    inbox = settings.main.account.inbox
-    sent = False
-    if settings.main.digest.deliver == "imap":
-        # Over IMAP an alert appended just before a crash is found, not sent twice.
-        # If the server cannot search (one unreadable message anywhere in the inbox
-        # makes Dovecot refuse), the alert goes anyway: twice is better than never.
-        try:
-            sent = mailbox.has_message_id(inbox, message_id)
-        except ConnectError:
-            raise
-        except MailboxError as exc:
-            log.warning("uid %s (client %s): cannot look for an earlier alert (%s); "
-                        "sending it", c.uid, c.client, reason(exc))
-    if not sent:
-        deliver(settings, msg, mailbox, now)
-    store.mark([c.key], "alert_done")

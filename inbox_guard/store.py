@@ -1,7 +1,9 @@
 """The state store: what was seen, decided and done, per mailbox and per message.
 
 SQLite (stdlib) in WAL mode, owner-only (:mod:`statefile` opens it, one worker at a
-time), with numbered :mod:`migrations` applied at start-up. A contact is written as
+time), with numbered :mod:`migrations` applied at start-up. :class:`Store` keeps the
+mailbox positions and the contacts; the service's own records (unread messages,
+trouble, digests) are :mod:`records`. A contact is written as
 *planned* before anything is done to the mailbox, and each step (keyword, agenda line,
 draft) is recorded as it completes, so a crash at any point is finished by the next
 pass and nothing happens twice.
@@ -20,17 +22,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
-from . import statefile
-from .errors import StoreError
-from .migrations import MIGRATIONS
-from .model import MAX_ATTEMPTS, RETRY_AFTER, Contact, Problem, Unread
-from .statefile import LOCK_WAIT_SECONDS, Lock
+from .model import MAX_ATTEMPTS, Contact
+from .records import Records, time_or_none
 
-MAX_PROBLEMS = 20  # distinct kinds of trouble kept between two digests
 # Values of a mark step (keyword_done, risk_done): not yet, stored, or not possible
 # because the message left the inbox before it could be marked.
 DONE, GONE = 1, 2
@@ -42,107 +38,42 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
         yield items[i : i + 500]
 
 
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def _row(r: sqlite3.Row) -> Contact:
     return Contact(
-        key=r["key"], client=r["client"], mailbox=r["mailbox"], uidvalidity=r["uidvalidity"],
-        uid=r["uid"], received=datetime.fromisoformat(r["received"]), address=r["address"],
-        message_id=r["message_id"], refs=tuple(r["refs"].split()), subject=r["subject"],
-        draft=bool(r["draft"]), suppressed=r["suppressed"], window=r["window"],
-        session=_dt(r["session"]), agenda=r["agenda"], risk=bool(r["risk"]),
-        keyword_done=r["keyword_done"], agenda_done=bool(r["agenda_done"]),
-        draft_tried=bool(r["draft_tried"]), draft_done=bool(r["draft_done"]),
-        alert=bool(r["alert"]), alert_done=bool(r["alert_done"]), attempts=r["attempts"],
-        base=r["base"] or r["key"], risk_done=r["risk_done"], last_error=r["last_error"],
-        last_attempt=_dt(r["last_attempt"]), was_flagged=bool(r["was_flagged"]),
+        key=r["key"],
+        client=r["client"],
+        mailbox=r["mailbox"],
+        uidvalidity=r["uidvalidity"],
+        uid=r["uid"],
+        received=datetime.fromisoformat(r["received"]),
+        address=r["address"],
+        message_id=r["message_id"],
+        refs=tuple(r["refs"].split()),
+        subject=r["subject"],
+        draft=bool(r["draft"]),
+        suppressed=r["suppressed"],
+        window=r["window"],
+        session=time_or_none(r["session"]),
+        agenda=r["agenda"],
+        risk=bool(r["risk"]),
+        keyword_done=r["keyword_done"],
+        agenda_done=bool(r["agenda_done"]),
+        draft_tried=bool(r["draft_tried"]),
+        draft_done=bool(r["draft_done"]),
+        alert=bool(r["alert"]),
+        alert_done=bool(r["alert_done"]),
+        attempts=r["attempts"],
+        base=r["base"] or r["key"],
+        risk_done=r["risk_done"],
+        last_error=r["last_error"],
+        last_attempt=time_or_none(r["last_attempt"]),
+        was_flagged=bool(r["was_flagged"]),
         reply_from=r["reply_from"],
     )
 
 
-class Store:
-    def __init__(self, conn: sqlite3.Connection, where: str, lock: Lock | None = None) -> None:
-        self._db = conn
-        self._where = where
-        self._db.row_factory = sqlite3.Row
-        self._lock = lock
-        self._depth = 0  # open transactions: 0 none, 1 BEGIN, more are SAVEPOINTs
-
-    # -- opening -----------------------------------------------------------------
-
-    @classmethod
-    def open(cls, path: Path, wait: float = LOCK_WAIT_SECONDS) -> Store:
-        """Open (creating, 0600 in a 0700 folder) and migrate the state file, holding
-        its lock; :class:`BusyError` if another process holds it for ``wait`` seconds.
-        A file the program did not create is never changed or chmod-ed."""
-        conn, lock = statefile.connect(path, wait)
-        store = cls(conn, str(path), lock)
-        try:
-            store._migrate()
-        except BaseException:
-            store.close()
-            raise
-        return store
-
-    @classmethod
-    def snapshot(cls, path: Path) -> Store:
-        """An in-memory copy for dry runs: reads the file if any, never writes it."""
-        store = cls(statefile.snapshot(path), str(path))
-        store._migrate()
-        return store
-
-    def close(self) -> None:
-        self._db.close()
-        if self._lock is not None:
-            self._lock.release()
-
-    def _execute(self, sql: str, params: Iterable[object] = ()) -> sqlite3.Cursor:
-        try:
-            return self._db.execute(sql, tuple(params))
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self._where}: {exc}") from exc
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """All or nothing for the block; nested, the inner block is a SAVEPOINT."""
-        depth = self._depth
-        name = f"sp{depth}"
-        self._execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
-        self._depth += 1
-        try:
-            yield
-        except BaseException:
-            self._depth = depth
-            if depth == 0:
-                self._db.execute("ROLLBACK")
-            else:
-                self._db.execute(f"ROLLBACK TO {name}")
-                self._db.execute(f"RELEASE {name}")
-            raise
-        self._depth = depth
-        self._execute("COMMIT" if depth == 0 else f"RELEASE {name}")
-
-    def _migrate(self) -> None:
-        self._execute(
-            "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied_at TEXT)"
-        )
-        row = self._execute("SELECT MAX(version) FROM migrations").fetchone()
-        current = row[0] or 0
-        if current > len(MIGRATIONS):
-            raise StoreError(
-                f"{self._where}: state file is from a newer inbox-guard (schema {current}, "
-                f"this version knows {len(MIGRATIONS)}); upgrade inbox-guard"
-            )
-        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            with self.transaction():
-                for statement in filter(str.strip, script.split(";")):
-                    self._execute(statement)
-                self._execute(
-                    "INSERT INTO migrations VALUES (?, ?)",
-                    (version, datetime.now(UTC).isoformat()),
-                )
+class Store(Records):
+    """Mailbox positions and contacts, on top of the service's own :class:`Records`."""
 
     # -- mailbox position --------------------------------------------------------
 
@@ -172,7 +103,8 @@ class Store:
         for chunk in _chunks(list(bases)):
             rows = self._execute(
                 "SELECT base, key, uidvalidity, uid FROM contact WHERE base IN "
-                f"({','.join('?' * len(chunk))}) ORDER BY uid", chunk,
+                f"({','.join('?' * len(chunk))}) ORDER BY uid",
+                chunk,
             )
             for r in rows:
                 out.setdefault(r[0], []).append((r[1], r[2], r[3]))
@@ -184,7 +116,8 @@ class Store:
         for chunk in _chunks(list(ids)):
             rows = self._execute(
                 "SELECT DISTINCT message_id FROM contact WHERE draft = 1 AND message_id IN "
-                f"({','.join('?' * len(chunk))})", chunk,
+                f"({','.join('?' * len(chunk))})",
+                chunk,
             )
             found.update(r[0] for r in rows)
         return found
@@ -202,19 +135,29 @@ class Store:
             "risk, alert, planned_at, was_flagged, reply_from) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                c.key, c.base or c.key, c.client, c.mailbox, c.uidvalidity, c.uid,
+                c.key,
+                c.base or c.key,
+                c.client,
+                c.mailbox,
+                c.uidvalidity,
+                c.uid,
                 c.received.astimezone(UTC).isoformat(),  # UTC: comparable as text
-                c.address, c.message_id, " ".join(c.refs), c.subject, int(c.draft),
-                c.suppressed, c.window, c.session.isoformat() if c.session else None,
-                c.agenda, int(c.risk), int(c.alert), now.isoformat(), int(c.was_flagged),
+                c.address,
+                c.message_id,
+                " ".join(c.refs),
+                c.subject,
+                int(c.draft),
+                c.suppressed,
+                c.window,
+                c.session.isoformat() if c.session else None,
+                c.agenda,
+                int(c.risk),
+                int(c.alert),
+                now.isoformat(),
+                int(c.was_flagged),
                 c.reply_from,
             ),
         )
-
-    _DUE = "done_at IS NULL AND (attempts < ? OR last_attempt IS NULL OR last_attempt <= ?)"
-
-    def _due_args(self, now: datetime) -> tuple[int, str]:
-        return MAX_ATTEMPTS, (now - RETRY_AFTER).astimezone(UTC).isoformat()
 
     def has_pending(self, now: datetime, mailbox: str, uidvalidity: int) -> bool:
         """Is any contact, or any unread message of ``mailbox`` in this numbering, due
@@ -243,14 +186,21 @@ class Store:
         """Contacts that failed MAX_ATTEMPTS passes running and are still not done."""
         rows = self._execute(
             "SELECT * FROM contact WHERE done_at IS NULL AND attempts >= ? "
-            "ORDER BY risk DESC, received, key", (MAX_ATTEMPTS,),
+            "ORDER BY risk DESC, received, key",
+            (MAX_ATTEMPTS,),
         )
         return [_row(r) for r in rows]
 
     def mark(self, keys: Iterable[str], step: str, value: int = DONE) -> None:
         """Record that a step (marks, agenda, draft tried/done, alert) happened."""
-        if step not in ("keyword_done", "risk_done", "agenda_done", "draft_tried",
-                        "draft_done", "alert_done"):
+        if step not in (
+            "keyword_done",
+            "risk_done",
+            "agenda_done",
+            "draft_tried",
+            "draft_done",
+            "alert_done",
+        ):
             raise ValueError(step)
         with self.transaction():
             for key in keys:
@@ -262,54 +212,6 @@ class Store:
             "WHERE key = ?",
             (error, now.astimezone(UTC).isoformat(), key),
         )
-
-    # -- messages that could not be read ----------------------------------------
-
-    def unread_due(self, mailbox: str, uidvalidity: int, now: datetime) -> list[int]:
-        rows = self._execute(
-            "SELECT uid FROM unread WHERE mailbox = ? AND uidvalidity = ? "
-            "AND (attempts < ? OR last <= ?) ORDER BY uid",
-            (mailbox, uidvalidity, *self._due_args(now)),
-        )
-        return [r[0] for r in rows]
-
-    def note_unread(
-        self, mailbox: str, uidvalidity: int, uid: int, received: datetime | None,
-        error: str, now: datetime,
-    ) -> None:
-        at = now.astimezone(UTC).isoformat()
-        self._execute(
-            "INSERT INTO unread VALUES (?, ?, ?, ?, ?, 1, ?, ?) "
-            "ON CONFLICT(mailbox, uidvalidity, uid) DO UPDATE SET "
-            "attempts = attempts + 1, error = excluded.error, last = excluded.last, "
-            "received = COALESCE(excluded.received, received)",
-            (mailbox, uidvalidity, uid,
-             received.astimezone(UTC).isoformat() if received else None, error, at, at),
-        )
-
-    def clear_unread(self, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> None:
-        with self.transaction():
-            for uid in uids:
-                self._execute(
-                    "DELETE FROM unread WHERE mailbox = ? AND uidvalidity = ? AND uid = ?",
-                    (mailbox, uidvalidity, uid),
-                )
-
-    def forget_unread(self, mailbox: str, keep_uidvalidity: int) -> None:
-        """The mailbox was renumbered: old UIDs mean nothing now (a rescan finds them)."""
-        self._execute(
-            "DELETE FROM unread WHERE mailbox = ? AND uidvalidity != ?",
-            (mailbox, keep_uidvalidity),
-        )
-
-    def unreadable(self) -> list[Unread]:
-        """Messages still unread after MAX_ATTEMPTS tries, for the digest."""
-        rows = self._execute(
-            "SELECT * FROM unread WHERE attempts >= ? ORDER BY first, uid", (MAX_ATTEMPTS,)
-        )
-        return [Unread(r["mailbox"], r["uidvalidity"], r["uid"], _dt(r["received"]),
-                       r["error"], r["attempts"], datetime.fromisoformat(r["first"]),
-                       datetime.fromisoformat(r["last"])) for r in rows]
 
     def complete(self, keys: Iterable[str], now: datetime, keep_subject: bool) -> None:
         """All steps done: close the contacts and drop what is no longer needed."""
@@ -347,66 +249,6 @@ class Store:
             )
             out.extend(_row(r) for r in rows)
         return sorted(out, key=lambda c: (c.received, c.key))
-
-    def pending_digest(self) -> tuple[str, list[str]] | None:
-        row = self._execute(
-            "SELECT message_id, keys FROM digest WHERE delivered_at IS NULL "
-            "ORDER BY created_at LIMIT 1"
-        ).fetchone()
-        return (row[0], row[1].split()) if row else None
-
-    def plan_digest(self, message_id: str, keys: Iterable[str], now: datetime) -> None:
-        self._execute(
-            "INSERT INTO digest VALUES (?, ?, ?, NULL)",
-            (message_id, now.isoformat(), " ".join(keys)),
-        )
-
-    def digest_delivered(self, message_id: str, now: datetime) -> None:
-        with self.transaction():
-            row = self._execute(
-                "SELECT keys FROM digest WHERE message_id = ?", (message_id,)
-            ).fetchone()
-            for key in (row[0].split() if row else []):
-                self._execute(
-                    "UPDATE contact SET digested_at = ? WHERE key = ?", (now.isoformat(), key)
-                )
-            self._execute(
-                "UPDATE digest SET delivered_at = ? WHERE message_id = ?",
-                (now.isoformat(), message_id),
-            )
-
-    # -- the service's own trouble ---------------------------------------------------
-
-    def note_problem(self, what: str, now: datetime) -> None:
-        """Count one more occurrence of ``what`` for the next digest."""
-        at = now.isoformat()
-        with self.transaction():
-            seen = self._execute(
-                "UPDATE problem SET last = ?, times = times + 1 WHERE what = ?", (at, what)
-            ).rowcount
-            if not seen and self._execute("SELECT COUNT(*) FROM problem").fetchone()[0] \
-                    < MAX_PROBLEMS:
-                self._execute("INSERT INTO problem VALUES (?, ?, ?, 1)", (what, at, at))
-
-    def problems(self) -> list[Problem]:
-        rows = self._execute("SELECT * FROM problem ORDER BY first, what")
-        return [Problem(r["what"], datetime.fromisoformat(r["first"]),
-                        datetime.fromisoformat(r["last"]), r["times"]) for r in rows]
-
-    def clear_problems(self, reported: list[Problem]) -> None:
-        """Forget what a delivered digest reported (anything newer stays for the next)."""
-        with self.transaction():
-            for p in reported:
-                self._execute(
-                    "DELETE FROM problem WHERE what = ? AND times = ?", (p.what, p.times)
-                )
-
-    def digests_made(self) -> int:
-        return int(self._execute("SELECT COUNT(*) FROM digest").fetchone()[0])
-
-    def last_digest_at(self) -> datetime | None:
-        row = self._execute("SELECT MAX(delivered_at) FROM digest").fetchone()
-        return _dt(row[0])
 
     def purge(self, before: datetime) -> int:
         """Forget handled contacts and delivered digests older than ``before``."""

@@ -25,9 +25,17 @@ REPLACEMENT = "\ufffd"
 
 # Codec names Python knows that are not character sets a message can be written in:
 # they raise on error handling, decode escapes into any code point, or are quadratic.
-_NOT_CHARSETS = frozenset({
-    "idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape", "mbcs", "oem",
-})
+_NOT_CHARSETS = frozenset(
+    {
+        "idna",
+        "punycode",
+        "undefined",
+        "unicode-escape",
+        "raw-unicode-escape",
+        "mbcs",
+        "oem",
+    }
+)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")

@@ -75,9 +75,14 @@ class TokenStore:
             os.close(fd)  # closing releases the lock
 
     def _cannot(self, what: str, exc: BaseException) -> StoreError:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
-        extra = " (unlock it, or use token_store = \"file\")" if self.keyring else ""
+        why = (
+            exc.strerror
+            if isinstance(exc, OSError) and exc.strerror
+            else (
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            )
+        )
+        extra = ' (unlock it, or use token_store = "file")' if self.keyring else ""
         return StoreError(f"cannot {what} the sign-in in {self.where}: {why}{extra}")
 
     def _raw(self) -> str | None:
@@ -101,8 +106,9 @@ class TokenStore:
         with self.locked():
             self._raw()
             if not self.keyring and not os.access(self.path.parent, os.W_OK):
-                raise StoreError(f"cannot keep the sign-in in {self.where}: its folder is "
-                                 "not writable")
+                raise StoreError(
+                    f"cannot keep the sign-in in {self.where}: its folder is not writable"
+                )
 
     def read(self) -> Record | None:
         """The kept record, or None when nobody has signed in yet."""
@@ -115,8 +121,7 @@ class TokenStore:
             record = None
         if not isinstance(record, dict) or record.get("version") != 1:
             raise SignInNeeded(
-                f"the sign-in kept in {self.where} is unreadable: run "
-                f"{login_hint(self.settings)}"
+                f"the sign-in kept in {self.where} is unreadable: run {login_hint(self.settings)}"
             )
         return record
 
@@ -148,13 +153,13 @@ def _keyring(config_file: Path) -> Any:
         from keyring.backends import fail, null
     except ImportError:
         raise ConfigError(
-            f"{config_file}: account.token_store = \"keyring\" needs the keyring package: "
+            f'{config_file}: account.token_store = "keyring" needs the keyring package: '
             "pip install 'inbox-guard[keyring]'"
         ) from None
     backend = keyring.get_keyring()
     if isinstance(backend, (fail.Keyring, null.Keyring)):  # none, or `keyring --disable`
         raise ConfigError(
-            f"{config_file}: account.token_store = \"keyring\": no OS keyring was found "
-            "on this machine, or it is disabled (on a server, use token_store = \"file\")"
+            f'{config_file}: account.token_store = "keyring": no OS keyring was found '
+            'on this machine, or it is disabled (on a server, use token_store = "file")'
         )
     return keyring

@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import PurePosixPath
-from typing import Any, TypedDict
+from typing import Any
 
 from . import agenda, compose, risk, rules
 from .decide import Arrival, Candidate, classify, plan
@@ -32,61 +32,11 @@ from .errors import ConnectError, ConnectionLost, MailboxError
 from .isolate import Redials, isolate, reason
 from .mailbox import Fetched, Mailbox, Status
 from .model import Contact, Settings
+from .outcome import PassResult
 from .steps import Failures, do_steps
 from .store import Store
 
 log = logging.getLogger(__name__)
-
-
-class Flagged(TypedDict):
-    """A message marked out of hours (``once --json``'s ``flagged``)."""
-
-    uid: int
-    message_id: str | None
-    client: str
-    received: str  # ISO 8601, the practice's local time
-    draft: bool
-    agenda: str  # the agenda file, relative to agenda.dir's parent
-    risk: bool
-    suppressed: str | None  # why no draft, when there is none
-
-
-class Ignored(TypedDict):
-    """A client's message left alone (an auto-reply, a list): ``ignored``."""
-
-    uid: int
-    client: str
-    reason: str
-
-
-class Failed(TypedDict):
-    """A message with a step that failed this pass (retried later): ``errors``."""
-
-    uid: int
-    error: str
-
-
-class PassJson(TypedDict):
-    scanned: int
-    flagged: list[Flagged]
-    ignored: list[Ignored]
-    errors: list[Failed]
-
-
-@dataclass
-class PassResult:
-    scanned: int = 0
-    flagged: list[Flagged] = field(default_factory=list)
-    ignored: list[Ignored] = field(default_factory=list)
-    errors: list[Failed] = field(default_factory=list)
-
-    def as_json(self) -> PassJson:
-        return {
-            "scanned": self.scanned,
-            "flagged": self.flagged,
-            "ignored": self.ignored,
-            "errors": self.errors,
-        }
 
 
 def _sender_forms(settings: Settings) -> list[str]:
@@ -134,7 +84,11 @@ class _Read:
 
 
 def _read_new(
-    settings: Settings, mailbox: Mailbox, store: Store, now: datetime, read_only: bool,
+    settings: Settings,
+    mailbox: Mailbox,
+    store: Store,
+    now: datetime,
+    read_only: bool,
     result: PassResult,
 ) -> _Read | None:
     """Fetch the headers of what is new (and of what could not be read before), and
@@ -160,7 +114,10 @@ def _read_new(
         if pos is not None:
             log.warning(
                 "UIDVALIDITY of %s changed (%s -> %s): rescanning the last %d days",
-                inbox, pos[0], status.uidvalidity, settings.main.triage.lookback_days,
+                inbox,
+                pos[0],
+                status.uidvalidity,
+                settings.main.triage.lookback_days,
             )
         # First pass: only the lookback window, and on the server already only mail
         # from client addresses; all other mail is recorded as seen, never fetched.
@@ -181,18 +138,22 @@ def _read_new(
     read = _Read(status=status, top=top, rescan=rescan, redial=Redials(mailbox))
     if not rescan:
         fresh = set(uids)
-        read.retried = [u for u in store.unread_due(inbox, status.uidvalidity, now)
-                        if u not in fresh]
+        read.retried = [
+            u for u in store.unread_due(inbox, status.uidvalidity, now) if u not in fresh
+        ]
 
-    def fault(uid: int, exc: Exception, received: datetime | None = None,
-              what: str = "reading") -> None:
+    def fault(
+        uid: int, exc: Exception, received: datetime | None = None, what: str = "reading"
+    ) -> None:
         log.warning("uid %s: %s failed: %s", uid, what, reason(exc))
         read.faults[uid] = (received, f"{what}: {reason(exc)}")
 
     wanted = sorted(set(uids) | set(read.retried))
     fetched: list[Fetched] = []
     for _batch, got in isolate(
-        wanted, lambda batch: list(mailbox.fetch_headers(batch, rules.FIELDS)), fault,
+        wanted,
+        lambda batch: list(mailbox.fetch_headers(batch, rules.FIELDS)),
+        fault,
         read.redial,
     ):
         fetched.extend(got)
@@ -210,9 +171,7 @@ def _read_new(
         if cand is None:
             continue
         if cand.ignored:
-            result.ignored.append(
-                {"uid": f.uid, "client": cand.client.id, "reason": cand.ignored}
-            )
+            result.ignored.append({"uid": f.uid, "client": cand.client.id, "reason": cand.ignored})
             continue
         read.candidates.append(cand)
     return read
@@ -223,6 +182,7 @@ def _screen(
 ) -> dict[int, bool]:
     """Risk words in the subject or the first 64 KiB of the text part, per UID. A
     message whose text cannot be fetched or read is a fault of that message."""
+
     def fault(uid: int, exc: Exception) -> None:
         log.warning("uid %s: risk screen failed: %s", uid, reason(exc))
         read.faults[uid] = (by_uid[uid].arrival.received, f"risk screen: {reason(exc)}")
@@ -238,7 +198,8 @@ def _screen(
     for _batch, got in isolate(
         sorted(parts),
         lambda batch: mailbox.text_windows({u: parts[u] for u in batch}, risk.WINDOW),
-        fault, read.redial,
+        fault,
+        read.redial,
     ):
         windows.update(got)
     out = {}
@@ -256,13 +217,17 @@ def _screen(
             fault(uid, exc)
             continue
         if out[uid]:
-            log.warning("uid %s (client %s): risk words found (%s)", uid, c.client.id,
-                        risk.DISCLAIMER)
+            log.warning(
+                "uid %s (client %s): risk words found (%s)", uid, c.client.id, risk.DISCLAIMER
+            )
     return out
 
 
 def _identify(
-    store: Store, mailbox: Mailbox, candidates: list[Candidate], uidvalidity: int,
+    store: Store,
+    mailbox: Mailbox,
+    candidates: list[Candidate],
+    uidvalidity: int,
 ) -> tuple[dict[int, str], dict[int, str], list[int]]:
     """The key of each candidate, which are new (UID -> key) and which are known, and
     the UIDs of later copies of one message.
@@ -272,8 +237,10 @@ def _identify(
     numbered in UID order. A known key seen at a new UID was renumbered by the server,
     or left the inbox and came back (archived, then moved back): its record moves
     there, and it is not a new contact."""
-    bases = {c.arrival.uid: compose.message_key(c.arrival.headers, c.arrival.received)
-             for c in candidates}
+    bases = {
+        c.arrival.uid: compose.message_key(c.arrival.headers, c.arrival.received)
+        for c in candidates
+    }
     stored = store.copies(set(bases.values()))
     here = {u for rows in stored.values() for _, uv, u in rows if uv == uidvalidity}
     present = mailbox.existing_uids(here) if here else set()
@@ -309,7 +276,11 @@ def _identify(
 
 
 def _plan_and_record(
-    settings: Settings, mailbox: Mailbox, store: Store, now: datetime, read: _Read,
+    settings: Settings,
+    mailbox: Mailbox,
+    store: Store,
+    now: datetime,
+    read: _Read,
 ) -> None:
     inbox = settings.main.account.inbox
     uidvalidity = read.status.uidvalidity
@@ -320,8 +291,13 @@ def _plan_and_record(
     ready = [c for c in new if c.arrival.uid not in read.faults]
     ids = {c.arrival.headers.message_id for c in ready} - {None}
     decisions = plan(
-        ready, settings, now, store.drafted_windows(), risky,
-        drafted_ids=store.drafted_message_ids(i for i in ids if i is not None), copies=copies,
+        ready,
+        settings,
+        now,
+        store.drafted_windows(),
+        risky,
+        drafted_ids=store.drafted_message_ids(i for i in ids if i is not None),
+        copies=copies,
     )
     by_uid = {c.arrival.uid: c for c in ready}
     with store.transaction():
@@ -331,14 +307,26 @@ def _plan_and_record(
             key = fresh[d.uid]
             store.add(
                 Contact(
-                    key=key, base=compose.message_key(h, cand.arrival.received),
-                    client=d.client, mailbox=inbox, uidvalidity=uidvalidity,
-                    uid=d.uid, received=d.received, address=d.address,
-                    message_id=h.message_id, refs=h.references, subject=h.subject,
-                    draft=d.draft, suppressed=d.suppressed, window=d.window,
-                    session=d.session, agenda=str(agenda.relpath(d.client, d.session)),
-                    risk=d.risk, alert=d.risk and settings.main.risk.alert,
-                    was_flagged=cand.arrival.flagged, reply_from=d.reply_from,
+                    key=key,
+                    base=compose.message_key(h, cand.arrival.received),
+                    client=d.client,
+                    mailbox=inbox,
+                    uidvalidity=uidvalidity,
+                    uid=d.uid,
+                    received=d.received,
+                    address=d.address,
+                    message_id=h.message_id,
+                    refs=h.references,
+                    subject=h.subject,
+                    draft=d.draft,
+                    suppressed=d.suppressed,
+                    window=d.window,
+                    session=d.session,
+                    agenda=str(agenda.relpath(d.client, d.session)),
+                    risk=d.risk,
+                    alert=d.risk and settings.main.risk.alert,
+                    was_flagged=cand.arrival.flagged,
+                    reply_from=d.reply_from,
                 ),
                 now,
             )
@@ -347,8 +335,7 @@ def _plan_and_record(
         for uid, (received, error) in read.faults.items():
             store.note_unread(inbox, uidvalidity, uid, received, error, now)
         # Tried again and read this time, or gone from the inbox: nothing left to retry.
-        store.clear_unread(inbox, uidvalidity,
-                           [u for u in read.retried if u not in read.faults])
+        store.clear_unread(inbox, uidvalidity, [u for u in read.retried if u not in read.faults])
         store.set_position(inbox, uidvalidity, read.top)
 
 
@@ -359,24 +346,32 @@ def _report(
         if c.key in failures:
             result.errors.append({"uid": c.uid, "error": failures.text(c.key)})
             continue
-        result.flagged.append({
-            "uid": c.uid,
-            "message_id": c.message_id,
-            "client": c.client,
-            "received": c.received.astimezone(settings.tz).isoformat(),
-            "draft": c.draft,
-            "agenda": str(PurePosixPath(settings.main.agenda.dir) / c.agenda),
-            "risk": c.risk,
-            "suppressed": c.suppressed,
-        })
+        result.flagged.append(
+            {
+                "uid": c.uid,
+                "message_id": c.message_id,
+                "client": c.client,
+                "received": c.received.astimezone(settings.tz).isoformat(),
+                "draft": c.draft,
+                "agenda": str(PurePosixPath(settings.main.agenda.dir) / c.agenda),
+                "risk": c.risk,
+                "suppressed": c.suppressed,
+            }
+        )
         log.info(
-            "uid %s (client %s): out of hours; %s", c.uid, c.client,
+            "uid %s (client %s): out of hours; %s",
+            c.uid,
+            c.client,
             "draft saved" if c.draft else f"no draft ({c.suppressed})",
         )
 
 
 def run_pass(
-    settings: Settings, mailbox: Mailbox, store: Store, now: datetime, dry_run: bool = False,
+    settings: Settings,
+    mailbox: Mailbox,
+    store: Store,
+    now: datetime,
+    dry_run: bool = False,
     stop: threading.Event | None = None,
 ) -> PassResult:
     """One triage pass over the inbox. With ``dry_run`` the store must be a snapshot.

@@ -26,7 +26,7 @@ Capsys = pytest.CaptureFixture[str]
 
 def parsed(account: Account, folder: str = "INBOX") -> dict[int, EmailMessage]:
     return {
-        uid: email.message_from_bytes(m["bytes"], policy=default_policy)  # type: ignore[misc]
+        uid: email.message_from_bytes(m["bytes"], policy=default_policy)
         for uid, m in account.snapshot(folder).items()
     }
 
@@ -53,8 +53,11 @@ def test_risk_message_gets_both_keywords_urgent_draft_and_one_alert(
     assert flags[uid]["flags"] == {b"$OutOfHours", b"$NeedsAttention", b"\\Flagged"}
     assert flags[calm]["flags"] == {b"$OutOfHours"}
 
-    urgent = next(d for d in parsed(account, "Drafts").values() if d["To"] == "jane@example.org"
-                  and d["In-Reply-To"] == "<risk-1@example.org>")
+    urgent = next(
+        d
+        for d in parsed(account, "Drafts").values()
+        if d["To"] == "jane@example.org" and d["In-Reply-To"] == "<risk-1@example.org>"
+    )
     body = " ".join(urgent.get_content().split())
     assert body.index("In an emergency call 999") < body.index("next session")
 
@@ -83,16 +86,24 @@ def test_attachment_is_not_downloaded_and_text_part_is_found(
     msg = EmailMessage(policy=SMTP_POLICY)
     msg["From"], msg["To"], msg["Subject"] = "jane@example.org", "alex@example.org", "photos"
     msg.set_content("I took too many pills earlier\n")
-    msg.add_attachment(b"\x00" * (3 * 1024 * 1024), maintype="application",
-                       subtype="octet-stream", filename="big.bin")
+    msg.add_attachment(
+        b"\x00" * (3 * 1024 * 1024),
+        maintype="application",
+        subtype="octet-stream",
+        filename="big.bin",
+    )
     account.append(msg.as_bytes(), SUNDAY_NIGHT)
     log = account.server.root / "dovecot.log"
     before = log.read_text()
     [flag] = practice.once_json(capsys, "--now", MONDAY_8)["flagged"]
     assert flag["risk"] is True
     # Dovecot logs the body bytes each session sent; none came near the attachment's size.
-    sent = [int(part.split("=")[1]) for line in log.read_text()[len(before):].splitlines()
-            for part in line.split() if part.startswith("body_bytes=")]
+    sent = [
+        int(part.split("=")[1])
+        for line in log.read_text()[len(before) :].splitlines()
+        for part in line.split()
+        if part.startswith("body_bytes=")
+    ]
     assert sent and max(sent) < 70_000
 
 
@@ -116,7 +127,9 @@ def test_digest_holds_exactly_the_contacts_since_the_last_one(
     digests = [m for m in parsed(account).values() if "digest" in str(m["Subject"])]
     assert len(digests) == 1 and digests[0]["To"] == "alex@example.org"
     assert digests[0].get_content_type() == "multipart/alternative"
-    html = digests[0].get_body(preferencelist=("html",)).get_content()
+    body = digests[0].get_body(preferencelist=("html",))
+    assert body is not None
+    html = body.get_content()
     assert 'class="bar"' in html and "<script" not in html and "http" not in html
 
     account.append(message(subject="three"), datetime(2026, 11, 16, 19, 0, tzinfo=UTC))
@@ -131,14 +144,19 @@ def test_digest_holds_exactly_the_contacts_since_the_last_one(
     assert "nothing to report" in out
 
 
-
 def test_smtp_delivery_goes_only_to_the_practitioner(
-    tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    account: Account,
+    capsys: Capsys,
+    monkeypatch: pytest.MonkeyPatch,
     smtp_server: tuple[int, list[tuple[str, list[str], bytes]]],
 ) -> None:
     port, received = smtp_server
     monkeypatch.setenv(PASSWORD_ENV, account.password)
-    p = write_practice(tmp_path, account, extra=f"""
+    p = write_practice(
+        tmp_path,
+        account,
+        extra=f"""
         [digest]
         deliver = "smtp"
         to = "practice@example.org"
@@ -147,11 +165,12 @@ def test_smtp_delivery_goes_only_to_the_practitioner(
         host = "127.0.0.1"
         port = {port}
         security = "plain"
-        """)
+        """,
+    )
     account.append(risky_message("thinking about suicide\n"), SUNDAY_NIGHT)
     account.append(message(), SUNDAY_NIGHT + timedelta(minutes=1))
     p.once_json(capsys, "--now", MONDAY_8)
-    code, out, err = p.run("digest", "--now", MONDAY_8, capsys=capsys)
+    code, _out, err = p.run("digest", "--now", MONDAY_8, capsys=capsys)
     assert code == 0, err
 
     assert len(received) == 2  # the alert, then the digest
@@ -166,13 +185,19 @@ def test_smtp_refuses_anyone_but_the_practitioner() -> None:
     server = Smtp(host="127.0.0.1", port=free_port(), security="plain")
     msg = EmailMessage()
     msg["Subject"] = "x"
-    with pytest.raises(DeliveryError, match="refusing to send to jane@example.org"):
-        smtp.send(server, None, msg, ["alex@example.org", "jane@example.org"],
-                  allowed=["alex@example.org"])
+    with pytest.raises(DeliveryError, match=r"refusing to send to jane@example\.org"):
+        smtp.send(
+            server,
+            None,
+            msg,
+            ["alex@example.org", "jane@example.org"],
+            allowed=["alex@example.org"],
+        )
 
 
-def test_risk_stands_out_in_the_once_output(practice: Practice, account: Account,
-                                            capsys: Capsys) -> None:
+def test_risk_stands_out_in_the_once_output(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
     account.append(risky_message("I don’t want to be here anymore.\n"), SUNDAY_NIGHT)
     account.append(message(body="I learnt a new skill\n"), SUNDAY_NIGHT + timedelta(days=1))
     code, out, _ = practice.run("once", "--dry-run", "--now", MONDAY_8, capsys=capsys)
@@ -187,25 +212,33 @@ def test_risk_stands_out_in_the_once_output(practice: Practice, account: Account
     assert len([ln for ln in out.splitlines() if ln.startswith("  ")]) == 2  # both flagged
 
 
-def test_risk_is_marked_on_the_agenda_line(practice: Practice, account: Account,
-                                           capsys: Capsys) -> None:
+def test_risk_is_marked_on_the_agenda_line(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
     account.append(risky_message("I don’t want to be here anymore.\n"), SUNDAY_NIGHT)
     account.append(message(body="I learnt a new skill\n"), SUNDAY_NIGHT + timedelta(days=1))
     practice.once_json(capsys, "--now", MONDAY_8)
-    lines = [line for f in (practice.agendas / "jane-doe").iterdir()
-             for line in f.read_text().splitlines() if line.startswith("- ")]
+    lines = [
+        line
+        for f in (practice.agendas / "jane-doe").iterdir()
+        for line in f.read_text().splitlines()
+        if line.startswith("- ")
+    ]
     assert len(lines) == 2
     assert [line for line in lines if "**risk words** out-of-hours email" in line] == [
-        next(line for line in lines if "Sun 2026-11-15 23:40" in line)]
+        next(line for line in lines if "Sun 2026-11-15 23:40" in line)
+    ]
 
 
 def test_the_html_digest_can_be_seen_before_it_is_sent(
-        practice: Practice, account: Account, capsys: Capsys, tmp_path: Path) -> None:
+    practice: Practice, account: Account, capsys: Capsys, tmp_path: Path
+) -> None:
     account.append(message(), SUNDAY_NIGHT)
     practice.once_json(capsys, "--now", MONDAY_8)
     page = tmp_path / "digest.html"
-    code, out, err = practice.run("digest", "--dry-run", "--html", str(page), "--now", MONDAY_8,
-                                  capsys=capsys)
+    code, out, err = practice.run(
+        "digest", "--dry-run", "--html", str(page), "--now", MONDAY_8, capsys=capsys
+    )
     assert code == 0, err
     assert "1 out-of-hours contact from 1 client" in out
     html = page.read_text()
@@ -214,5 +247,48 @@ def test_the_html_digest_can_be_seen_before_it_is_sent(
     assert oct(page.stat().st_mode & 0o777) == "0o600"
     code, _, err = practice.run("digest", "--html", str(page), "--now", MONDAY_8, capsys=capsys)
     assert code == 2
-    assert err.strip() == ("inbox-guard: error: --html goes with --dry-run (a delivered digest "
-                           "is in your inbox already) (see inbox-guard digest --help)")
+    assert err.strip() == (
+        "inbox-guard: error: --html goes with --dry-run (a delivered digest "
+        "is in your inbox already) (see inbox-guard digest --help)"
+    )
+
+
+def _digest_lines(practice: Practice, capsys: Capsys) -> dict[str, str]:
+    code, out, err = practice.run("digest", "--dry-run", "--now", MONDAY_8, capsys=capsys)
+    assert code == 0, err
+    lines = {at: line for line in out.splitlines() for at in ("23:40", "23:45") if at in line}
+    assert len(lines) == 2, out
+    return lines
+
+
+def test_the_digest_says_which_holding_replies_are_still_in_drafts(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    account.append(message(subject="one"), SUNDAY_NIGHT)
+    account.append(message(sender=SAM, subject="two"), SUNDAY_NIGHT + timedelta(minutes=5))
+    practice.once_json(capsys, "--now", MONDAY_8)
+    with account.client() as c:  # the practitioner sent Sam's holding reply
+        c.select_folder("Drafts")
+        sams = c.search(["TO", SAM])
+        assert len(sams) == 1
+        c.delete_messages(sams)
+        c.expunge()
+
+    lines = _digest_lines(practice, capsys)
+    assert lines["23:40"].endswith("— holding reply waiting in Drafts")
+    assert lines["23:45"].endswith("— holding reply sent or deleted")
+
+
+def test_when_drafts_cannot_be_looked_at_the_digest_claims_neither(
+    practice: Practice, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account.append(message(subject="one"), SUNDAY_NIGHT)
+    account.append(message(sender=SAM, subject="two"), SUNDAY_NIGHT + timedelta(minutes=5))
+    practice.once_json(capsys, "--now", MONDAY_8)
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+
+    code, out, err = practice.run("digest", "--dry-run", "--now", MONDAY_8, capsys=capsys)
+    assert code == 0, err
+    assert "note: cannot look in Drafts" in err
+    assert out.count("— holding reply saved in Drafts") == 2
+    assert "waiting in Drafts" not in out and "sent or deleted" not in out

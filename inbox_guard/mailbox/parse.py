@@ -65,8 +65,10 @@ def parse_fetch_fast(data: list[Any]) -> Parsed | None:
         if isinstance(item, bytes):
             line, literal, i = item, None, i + 1
         elif (
-            isinstance(item, tuple) and len(item) == 2
-            and isinstance(item[0], bytes) and isinstance(item[1], bytes)
+            isinstance(item, tuple)
+            and len(item) == 2
+            and isinstance(item[0], bytes)
+            and isinstance(item[1], bytes)
             and data[i + 1 : i + 2] == [b")"]  # nothing after the literal but ")"
         ):
             (line, literal), i = item, i + 2
@@ -135,7 +137,6 @@ class Status:
     exists: int
     permanent_flags: tuple[bytes, ...]
     read_only: bool
-
 
     def allows(self, flag: str) -> bool:
         """Can ``flag`` be stored permanently? (``\\*`` admits any new keyword.)"""

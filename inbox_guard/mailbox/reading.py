@@ -152,8 +152,9 @@ class Reading(Session):
                     raise MailboxError(f"the server sent no readable INTERNALDATE for uid {uid}")
                 header = body_section(item, f"HEADER.FIELDS ({names})")
                 flags = tuple(as_str(f) for f in item.get(b"FLAGS") or ())
-                yield Fetched(uid=uid, internaldate=item[b"INTERNALDATE"], header=header or b"",
-                              flags=flags)
+                yield Fetched(
+                    uid=uid, internaldate=item[b"INTERNALDATE"], header=header or b"", flags=flags
+                )
 
     def text_windows(
         self, parts: dict[int, tuple[str, str, str] | None], limit: int
@@ -190,7 +191,10 @@ class Reading(Session):
         return out
 
     def _text_batch(
-        self, section: str, items: list[tuple[int, tuple[str, str, str]]], limit: int,
+        self,
+        section: str,
+        items: list[tuple[int, tuple[str, str, str]]],
+        limit: int,
         out: dict[int, TextWindow],
     ) -> None:
         with translated("FETCH text"):

@@ -85,7 +85,9 @@ class Session:
     the selected folder, and the two raw commands the operations are built on."""
 
     def __init__(
-        self, client: imapclient.IMAPClient, account: Account | None = None,
+        self,
+        client: imapclient.IMAPClient,
+        account: Account | None = None,
         secret: str | Secret = "",
     ) -> None:
         self._c = client
@@ -157,9 +159,7 @@ class Session:
                     f"{where} refused the OAuth2 token for {account.username!r} (expired, "
                     f"revoked, or issued for another account?): {said}"
                 ) from None
-            raise AuthError(
-                f"{where} refused the login for {account.username!r}: {said}"
-            ) from None
+            raise AuthError(f"{where} refused the login for {account.username!r}: {said}") from None
         except UnicodeError:  # say, a password from an environment that is not UTF-8
             quietly_close(client)
             raise AuthError(

@@ -35,7 +35,8 @@ class Writing(Session):
                 if flag not in self._warned:
                     log.warning(
                         "the server does not keep the keyword %s (PERMANENTFLAGS has no \\*); "
-                        "marking with \\Flagged instead", flag,
+                        "marking with \\Flagged instead",
+                        flag,
                     )
                     self._warned.add(flag)
                 flag = "\\Flagged"
@@ -55,8 +56,9 @@ class Writing(Session):
         """Gmail labels (STORE +X-GM-LABELS, Google's IMAP extensions); a label the
         message has already is kept once (labels are a set)."""
         if b"X-GM-EXT-1" not in {c.upper() for c in self.capabilities()}:
-            raise MailboxError("[mark] show = \"gmail-label\" needs Gmail (the server has "
-                               "no X-GM-EXT-1)")
+            raise MailboxError(
+                '[mark] show = "gmail-label" needs Gmail (the server has no X-GM-EXT-1)'
+            )
         for batch in batches(sorted(set(uids)), 10_000):
             with translated("STORE X-GM-LABELS"):
                 self._c.add_gmail_labels(uid_set(batch), list(labels), silent=True)
@@ -74,8 +76,9 @@ class Writing(Session):
         with translated(f"COPY {folder}"):
             self._c.copy(uid_set(uids), folder)
 
-    def in_folder(self, folder: str, message_id: str | None, sender: str,
-                  received: datetime) -> bool:
+    def in_folder(
+        self, folder: str, message_id: str | None, sender: str, received: datetime
+    ) -> bool:
         """Is this message (by Message-ID, or sender, and arrival time) in ``folder``?
         Selects ``folder`` read-only; reopen the inbox before working there again."""
         with translated(f"EXAMINE {folder}"):
@@ -144,16 +147,21 @@ class Writing(Session):
             criteria: list[Any] = ["HEADER", "Message-ID", message_id]
         else:
             day = received.date()
-            criteria = ["FROM", sender, "SINCE", day - timedelta(days=1),
-                        "BEFORE", day + timedelta(days=2)]
+            criteria = [
+                "FROM",
+                sender,
+                "SINCE",
+                day - timedelta(days=1),
+                "BEFORE",
+                day + timedelta(days=2),
+            ]
         with translated("SEARCH"):
             uids = self._search(criteria)
         if not uids:
             return []
         with translated("FETCH"):
             data = self._fetch(uid_set(uids), ["INTERNALDATE"])
-        return sorted(uid for uid, item in data.items()
-                      if item.get(b"INTERNALDATE") == received)
+        return sorted(uid for uid, item in data.items() if item.get(b"INTERNALDATE") == received)
 
     def append(self, folder: str, message: bytes, flags: Sequence[str], when: datetime) -> None:
         with translated(f"APPEND {folder}"):

@@ -27,8 +27,25 @@ from .practice import (
 from .servers import Account, PasswordSource, Provider, Security, Smtp
 
 __all__ = [
-    "RETAIN_DAYS", "Account", "Agenda", "CalendarConfig", "ClientFile", "Digest", "Hours",
-    "MainConfig", "Mark", "PasswordSource", "Provider", "Risk", "Security", "SessionsSpec",
-    "Smtp", "State", "Therapist", "Triage", "calendar_url", "calendar_url_problem",
+    "RETAIN_DAYS",
+    "Account",
+    "Agenda",
+    "CalendarConfig",
+    "ClientFile",
+    "Digest",
+    "Hours",
+    "MainConfig",
+    "Mark",
+    "PasswordSource",
+    "Provider",
+    "Risk",
+    "Security",
+    "SessionsSpec",
+    "Smtp",
+    "State",
+    "Therapist",
+    "Triage",
+    "calendar_url",
+    "calendar_url_problem",
     "is_loopback",
 ]

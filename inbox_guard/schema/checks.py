@@ -49,7 +49,7 @@ def calendar_url_problem(url: str, redirected_from: str | None = None) -> str | 
         return f"not a valid URL ({exc})"
     scheme = parts.scheme.lower()
     if scheme == "file":
-        return "give a calendar file as a path (like \"calendar.ics\"), not a file:// URL"
+        return 'give a calendar file as a path (like "calendar.ics"), not a file:// URL'
     if scheme not in ("http", "https"):
         return "a calendar URL must use https (http only to a loopback host)"
     if "@" in parts.netloc:
@@ -83,7 +83,7 @@ def calendar_url(source: str) -> str | None:
     if "://" not in source and scheme not in _URL_SCHEMES:
         return None
     webcal = _WEBCAL.match(source)
-    url = "https:" + source[webcal.end():] if webcal else source
+    url = "https:" + source[webcal.end() :] if webcal else source
     problem = calendar_url_problem(url)
     if problem is not None:
         raise ValueError(problem)
@@ -101,7 +101,7 @@ def imap_keyword(value: str) -> str:
     if not value or not set(value) <= KEYWORD_CHARS:
         raise ValueError(
             f"{value!r} is not a valid IMAP keyword (use ASCII letters, digits and $ _ - . "
-            "without spaces, like \"$OutOfHours\")"
+            'without spaces, like "$OutOfHours")'
         )
     return value
 
@@ -116,7 +116,7 @@ class Strict(BaseModel):
 
 
 def folder_name(value: str) -> str:
-    if value != value.strip() or any(ord(c) < 0x20 or c in "*%\"" for c in value):
+    if value != value.strip() or any(ord(c) < 0x20 or c in '*%"' for c in value):
         raise ValueError(f"{value!r} is not usable as a label or folder name")
     return value
 

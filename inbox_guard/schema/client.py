@@ -41,7 +41,7 @@ class SessionsSpec(Strict):
             raise ValueError("give either rrule (with start) or dates")
         if self.rrule is not None:
             if self.start is None:
-                raise ValueError("rrule needs a start, like \"2026-09-02T10:00\"")
+                raise ValueError('rrule needs a start, like "2026-09-02T10:00"')
             if self.start.tzinfo is not None:
                 raise ValueError("start is local to the practice's timezone; give no offset")
             parse_rrule(self.rrule, self.start)

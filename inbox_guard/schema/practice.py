@@ -103,7 +103,7 @@ class Digest(Strict):
     @classmethod
     def _at(cls, v: str) -> str:
         if not HHMM.fullmatch(v):
-            raise ValueError(f"{v!r} is not a time like \"07:30\" (HH:MM, 00:00 to 23:59)")
+            raise ValueError(f'{v!r} is not a time like "07:30" (HH:MM, 00:00 to 23:59)')
         return v
 
     @field_validator("to")
@@ -158,7 +158,7 @@ class MainConfig(Strict):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{v!r} is not an IANA time zone (like \"Europe/London\")") from None
+            raise ValueError(f'{v!r} is not an IANA time zone (like "Europe/London")') from None
         return v
 
     @model_validator(mode="after")
@@ -180,12 +180,12 @@ class MainConfig(Strict):
     @model_validator(mode="after")
     def _digest_goes_to_the_practitioner(self) -> MainConfig:
         if self.digest.to and self.digest.to not in self.therapist.all_addresses:
-            raise ValueError(
-                f"digest.to {self.digest.to!r} must be one of therapist.addresses"
-            )
+            raise ValueError(f"digest.to {self.digest.to!r} must be one of therapist.addresses")
         if self.digest.deliver == "smtp" and self.smtp is None:
-            raise ValueError("digest.deliver = \"smtp\" needs an [smtp] section")
+            raise ValueError('digest.deliver = "smtp" needs an [smtp] section')
         if self.smtp is not None and self.smtp.auth == "oauth2" and self.account.auth != "oauth2":
-            raise ValueError("smtp.auth = \"oauth2\" uses the account's sign-in, so it needs "
-                             "account.auth = \"oauth2\"")
+            raise ValueError(
+                'smtp.auth = "oauth2" uses the account\'s sign-in, so it needs '
+                'account.auth = "oauth2"'
+            )
         return self

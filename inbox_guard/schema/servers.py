@@ -48,8 +48,8 @@ class _Server(PasswordSource):
     def _plain_only_on_loopback(self) -> _Server:
         if self.security == "plain" and not is_loopback(self.host):
             raise ValueError(
-                f"security = \"plain\" is only allowed to a loopback host, not {self.host!r}; "
-                "use \"tls\" or \"starttls\""
+                f'security = "plain" is only allowed to a loopback host, not {self.host!r}; '
+                'use "tls" or "starttls"'
             )
         return self
 
@@ -76,20 +76,30 @@ class Account(_Server):
 
     @model_validator(mode="after")
     def _needs_secret(self) -> Account:
-        oauth2_keys = [k for k in ("provider", "client_id", "client_secret", "tenant",
-                                   "authority", "auth_uri", "token_uri")
-                       if getattr(self, k) is not None]
+        oauth2_keys = [
+            k
+            for k in (
+                "provider",
+                "client_id",
+                "client_secret",
+                "tenant",
+                "authority",
+                "auth_uri",
+                "token_uri",
+            )
+            if getattr(self, k) is not None
+        ]
         if self.auth != "oauth2" and oauth2_keys:
-            raise ValueError(f"{oauth2_keys[0]} is only used with auth = \"oauth2\"")
+            raise ValueError(f'{oauth2_keys[0]} is only used with auth = "oauth2"')
         if self.auth == "xoauth2":
             if not self.token_command:
-                raise ValueError("auth = \"xoauth2\" needs token_command")
+                raise ValueError('auth = "xoauth2" needs token_command')
         elif self.auth == "oauth2":
             _check_oauth2(self)
         elif not (self.password_env or self.password_command):
             raise ValueError("no password source: set password_env or password_command")
         if self.auth != "xoauth2" and self.token_command:
-            raise ValueError("token_command is only used with auth = \"xoauth2\"")
+            raise ValueError('token_command is only used with auth = "xoauth2"')
         return self
 
     @property
@@ -100,23 +110,33 @@ class Account(_Server):
 def _check_oauth2(account: Account) -> None:
     """``auth = "oauth2"``: one provider's keys, complete, and no password."""
     if account.password_env or account.password_command:
-        raise ValueError("auth = \"oauth2\" signs in with `inbox-guard login`, not a "
-                         "password: remove password_env / password_command")
+        raise ValueError(
+            'auth = "oauth2" signs in with `inbox-guard login`, not a '
+            "password: remove password_env / password_command"
+        )
     if account.provider is None:
-        raise ValueError("auth = \"oauth2\" needs provider = \"google\" or \"microsoft\"")
+        raise ValueError('auth = "oauth2" needs provider = "google" or "microsoft"')
     if not account.client_id:
-        raise ValueError(f"auth = \"oauth2\" needs client_id (from your {account.provider} "
-                         "app registration)")
-    other = {"google": ("tenant", "authority"),
-             "microsoft": ("client_secret", "auth_uri", "token_uri")}[account.provider]
+        raise ValueError(
+            f'auth = "oauth2" needs client_id (from your {account.provider} app registration)'
+        )
+    other = {
+        "google": ("tenant", "authority"),
+        "microsoft": ("client_secret", "auth_uri", "token_uri"),
+    }[account.provider]
     for key in other:
         if getattr(account, key) is not None:
-            why = (" (device-code sign-in is a public-client flow: no secret)"
-                   if key == "client_secret" else "")
-            raise ValueError(f"{key} is not used with provider = \"{account.provider}\"{why}")
+            why = (
+                " (device-code sign-in is a public-client flow: no secret)"
+                if key == "client_secret"
+                else ""
+            )
+            raise ValueError(f'{key} is not used with provider = "{account.provider}"{why}')
     if account.provider == "google" and not account.client_secret:
-        raise ValueError("provider = \"google\" needs client_secret (the one Google shows "
-                         "with a Desktop app's client ID)")
+        raise ValueError(
+            'provider = "google" needs client_secret (the one Google shows '
+            "with a Desktop app's client ID)"
+        )
     for key in ("authority", "auth_uri", "token_uri"):
         url = getattr(account, key)
         if url is not None and not (url.startswith("https://") and len(url) > 8):
@@ -134,10 +154,12 @@ class Smtp(_Server):
     def _password_with_username(self) -> Smtp:
         if self.auth == "oauth2":
             if not self.username:
-                raise ValueError("auth = \"oauth2\" needs username")
+                raise ValueError('auth = "oauth2" needs username')
             if self.password_env or self.password_command:
-                raise ValueError("auth = \"oauth2\" uses the account's sign-in, not a "
-                                 "password: remove password_env / password_command")
+                raise ValueError(
+                    'auth = "oauth2" uses the account\'s sign-in, not a '
+                    "password: remove password_env / password_command"
+                )
         elif self.username and not (self.password_env or self.password_command):
             raise ValueError("username is set but no password_env or password_command")
         return self

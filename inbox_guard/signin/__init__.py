@@ -38,8 +38,16 @@ from .common import (
     scopes,
 )
 
-__all__ = ["MICROSOFT_IMAP", "MICROSOFT_SMTP", "Status", "Tokens", "expired", "login",
-           "scopes", "status_of"]
+__all__ = [
+    "MICROSOFT_IMAP",
+    "MICROSOFT_SMTP",
+    "Status",
+    "Tokens",
+    "expired",
+    "login",
+    "scopes",
+    "status_of",
+]
 
 
 @dataclass(frozen=True)
@@ -58,10 +66,12 @@ def status_of(record: Record, where: str) -> Status:
     scopes = record.get("scopes")
     refresh = record.get("refresh_expires_at")
     return Status(
-        provider=str(record.get("provider", "?")), who=str(record.get("who") or "(not said)"),
+        provider=str(record.get("provider", "?")),
+        who=str(record.get("who") or "(not said)"),
         expires_at=number(record.get("expires_at")),
         scopes=tuple(str(x) for x in scopes) if isinstance(scopes, list) else (),
-        refresh_expires_at=number(refresh) if refresh is not None else None, where=where,
+        refresh_expires_at=number(refresh) if refresh is not None else None,
+        where=where,
     )
 
 
@@ -81,13 +91,17 @@ class Tokens:
         with self.store.locked():
             record = self.store.read()
             if record is None:
-                raise SignInNeeded(f"no sign-in kept for {self.account.username}: run "
-                                   f"{login_hint(self.settings)}")
+                raise SignInNeeded(
+                    f"no sign-in kept for {self.account.username}: run {login_hint(self.settings)}"
+                )
             if (record.get("provider"), record.get("client_id")) != (
-                    self.account.provider, self.account.client_id):
+                self.account.provider,
+                self.account.client_id,
+            ):
                 raise SignInNeeded(
                     f"the sign-in kept in {self.store.where} was made for another provider "
-                    f"or client_id: run {login_hint(self.settings)}")
+                    f"or client_id: run {login_hint(self.settings)}"
+                )
             hide(record)
             if self._provider is None:  # kept: MSAL fetches its authority's metadata once
                 self._provider = _provider(self.settings, self.clock)
@@ -102,8 +116,9 @@ class Tokens:
         return status_of(record, self.store.where) if record else None
 
 
-def login(settings: Settings, say: Callable[[str], None], browser: bool = True,
-          clock: Clock = time.time) -> Status:
+def login(
+    settings: Settings, say: Callable[[str], None], browser: bool = True, clock: Clock = time.time
+) -> Status:
     """Sign in interactively and keep the tokens; say what the practitioner must do."""
     store = TokenStore(settings)
     store.ready()  # before the practitioner signs in, not after

@@ -44,8 +44,10 @@ def scopes(settings: Settings) -> list[str]:
 
 
 def expired(settings: Settings) -> SignInNeeded:
-    return SignInNeeded(f"sign-in for {settings.main.account.username} has expired or was "
-                        f"revoked: run {login_hint(settings)}")
+    return SignInNeeded(
+        f"sign-in for {settings.main.account.username} has expired or was "
+        f"revoked: run {login_hint(settings)}"
+    )
 
 
 def claims(id_token: str | None) -> dict[str, Any]:
@@ -123,8 +125,11 @@ def hide(record: Record) -> None:
     found = [record.get("access_token"), record.get("refresh_token")]
     try:
         cache = json.loads(record.get("msal_cache") or "{}")
-        found += [entry.get("secret") for kind in ("AccessToken", "RefreshToken", "IdToken")
-                  for entry in cache.get(kind, {}).values()]
+        found += [
+            entry.get("secret")
+            for kind in ("AccessToken", "RefreshToken", "IdToken")
+            for entry in cache.get(kind, {}).values()
+        ]
     except (ValueError, AttributeError):
         pass
     _REDACT.secrets.update(s for s in found if isinstance(s, str) and len(s) >= 8)
@@ -148,8 +153,10 @@ class Provider:
 
     def _base(self, who: str | None, granted: str | None, expires_in: Any) -> Record:
         return {
-            "provider": self.account.provider, "client_id": self.account.client_id,
-            "who": who, "scopes": (granted or " ".join(scopes(self.settings))).split(),
+            "provider": self.account.provider,
+            "client_id": self.account.client_id,
+            "who": who,
+            "scopes": (granted or " ".join(scopes(self.settings))).split(),
             "expires_at": self.clock() + lifetime(expires_in),
         }
 

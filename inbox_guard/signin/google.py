@@ -38,9 +38,12 @@ class Google(Provider):
         from authlib.integrations.requests_client import OAuth2Session
 
         return OAuth2Session(
-            self.account.client_id, self.account.client_secret,
-            scope=" ".join(scopes(self.settings)), redirect_uri=redirect_uri,
-            code_challenge_method="S256", token_endpoint_auth_method="client_secret_post",
+            self.account.client_id,
+            self.account.client_secret,
+            scope=" ".join(scopes(self.settings)),
+            redirect_uri=redirect_uri,
+            code_challenge_method="S256",
+            token_endpoint_auth_method="client_secret_post",
         )
 
     @property
@@ -56,19 +59,24 @@ class Google(Provider):
             answer = what()
         except requests.HTTPError as exc:  # a 5xx: the server is there, and failing
             status = exc.response.status_code if exc.response is not None else "?"
-            raise AuthError(f"the sign-in server {host} answered HTTP {status}: try again "
-                            "later") from None
+            raise AuthError(
+                f"the sign-in server {host} answered HTTP {status}: try again later"
+            ) from None
         except requests.RequestException as exc:
             raise self._unreachable(host, exc) from None
         except OAuthError as exc:
             if exc.error == "invalid_grant":
-                raise SignInNeeded(f"{expired(self.settings)} (Google: "
-                                   f"{said(exc.error, exc.description)})") from None
-            raise AuthError(f"Google refused the sign-in for {self.account.username}: "
-                            + said(exc.error, exc.description)) from None
+                raise SignInNeeded(
+                    f"{expired(self.settings)} (Google: {said(exc.error, exc.description)})"
+                ) from None
+            raise AuthError(
+                f"Google refused the sign-in for {self.account.username}: "
+                + said(exc.error, exc.description)
+            ) from None
         except (ValueError, TypeError, KeyError, OverflowError):  # not JSON, or odd JSON
-            raise AuthError(f"the sign-in server {host} gave an answer that is not "
-                            "OAuth2") from None
+            raise AuthError(
+                f"the sign-in server {host} gave an answer that is not OAuth2"
+            ) from None
         access_token_of(answer, f"the sign-in server {host}")
         return answer
 
@@ -80,42 +88,62 @@ class Google(Provider):
             session = self._session(redirect.uri)
             verifier = generate_token(64)
             url, state = session.create_authorization_url(
-                self.account.auth_uri or GOOGLE_AUTH_URI, code_verifier=verifier,
-                access_type="offline", prompt="consent", login_hint=self.account.username,
+                self.account.auth_uri or GOOGLE_AUTH_URI,
+                code_verifier=verifier,
+                access_type="offline",
+                prompt="consent",
+                login_hint=self.account.username,
             )
             opened = browser and webbrowser.open(url)
             if opened:
-                say(f"Your browser is opening Google's sign-in for {self.account.username}. "
-                    f"If it does not, open this address:\n{url}")
+                say(
+                    f"Your browser is opening Google's sign-in for {self.account.username}. "
+                    f"If it does not, open this address:\n{url}"
+                )
             else:
-                say(f"To sign in {self.account.username} with Google, open this address in "
+                say(
+                    f"To sign in {self.account.username} with Google, open this address in "
                     f"a browser:\n{url}\nIf the browser is on another machine, it ends on an "
                     f"address starting {redirect.uri} that does not load: paste that "
-                    "address here.")
+                    "address here."
+                )
             answer = redirect.wait(LOGIN_WAIT, paste=not opened)
         finally:
             redirect.close()
         params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(answer).query))
         if params.get("state") != state:
-            raise AuthError("the sign-in answer does not belong to this login (its state "
-                            f"differs): run {login_hint(self.settings)} again")
+            raise AuthError(
+                "the sign-in answer does not belong to this login (its state "
+                f"differs): run {login_hint(self.settings)} again"
+            )
         if "code" not in params:
-            raise AuthError("Google sign-in did not complete: "
-                            + said(params.get("error"), params.get("error_description")))
-        token = self._call(lambda: session.fetch_token(
-            self._token_uri, grant_type="authorization_code", code=params["code"],
-            code_verifier=verifier, redirect_uri=redirect.uri))
+            raise AuthError(
+                "Google sign-in did not complete: "
+                + said(params.get("error"), params.get("error_description"))
+            )
+        token = self._call(
+            lambda: session.fetch_token(
+                self._token_uri,
+                grant_type="authorization_code",
+                code=params["code"],
+                code_verifier=verifier,
+                redirect_uri=redirect.uri,
+            )
+        )
         if not token.get("refresh_token"):
-            raise AuthError("Google gave no refresh token, so the sign-in could not be kept: "
-                            "remove inbox-guard's access in your Google account and log in "
-                            "again")
+            raise AuthError(
+                "Google gave no refresh token, so the sign-in could not be kept: "
+                "remove inbox-guard's access in your Google account and log in "
+                "again"
+            )
         identity = claims(token.get("id_token"))
         record = self._base(identity.get("email"), token.get("scope"), token.get("expires_in"))
         record["access_token"] = token["access_token"]
         record["refresh_token"] = str(token["refresh_token"])
         if token.get("refresh_token_expires_in"):
             record["refresh_expires_at"] = self.clock() + lifetime(
-                token["refresh_token_expires_in"])
+                token["refresh_token_expires_in"]
+            )
         return record
 
     def access_token(self, record: Record, fresh: bool) -> tuple[str, Record | None]:
@@ -125,15 +153,20 @@ class Google(Provider):
         if not record.get("refresh_token"):
             raise expired(self.settings)
         session = self._session()
-        token = self._call(lambda: session.refresh_token(
-            self._token_uri, refresh_token=record["refresh_token"]))
-        record = {**record, "access_token": token["access_token"],
-                  "expires_at": self.clock() + lifetime(token.get("expires_in"))}
+        token = self._call(
+            lambda: session.refresh_token(self._token_uri, refresh_token=record["refresh_token"])
+        )
+        record = {
+            **record,
+            "access_token": token["access_token"],
+            "expires_at": self.clock() + lifetime(token.get("expires_in")),
+        }
         if token.get("refresh_token") and isinstance(token["refresh_token"], str):
             record["refresh_token"] = token["refresh_token"]  # rotated: the old may be void
         if token.get("refresh_token_expires_in"):
             record["refresh_expires_at"] = self.clock() + lifetime(
-                token["refresh_token_expires_in"])
+                token["refresh_token_expires_in"]
+            )
         if token.get("scope"):
             record["scopes"] = str(token["scope"]).split()
         return str(token["access_token"]), record
@@ -152,19 +185,22 @@ class Redirect:
         path = self.path
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 parts = urllib.parse.urlsplit(self.path)
                 if parts.path != path:
                     self.send_error(404)
                     return
                 query = dict(urllib.parse.parse_qsl(parts.query))
-                said = ("Done: you can close this window and go back to the terminal."
-                        if "code" in query and "error" not in query else
-                        "The sign-in did not complete"
-                        + (f" ({query['error'][:80]})" if query.get("error") else "")
-                        + ": the terminal says what to do next.")
-                body = ("<!doctype html><title>inbox-guard</title><p>" + html.escape(said)
-                        + "</p>").encode()
+                said = (
+                    "Done: you can close this window and go back to the terminal."
+                    if "code" in query and "error" not in query
+                    else "The sign-in did not complete"
+                    + (f" ({query['error'][:80]})" if query.get("error") else "")
+                    + ": the terminal says what to do next."
+                )
+                body = (
+                    "<!doctype html><title>inbox-guard</title><p>" + html.escape(said) + "</p>"
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -191,8 +227,9 @@ class Redirect:
         try:
             return self.answers.get(timeout=seconds)
         except queue.Empty:
-            raise AuthError(f"no sign-in within {seconds / 60:.0f} minutes: run "
-                            f"{self.hint} again when ready") from None
+            raise AuthError(
+                f"no sign-in within {seconds / 60:.0f} minutes: run {self.hint} again when ready"
+            ) from None
 
     def close(self) -> None:
         self._server.shutdown()

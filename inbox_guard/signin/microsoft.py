@@ -36,10 +36,11 @@ class Microsoft(Provider):
         if isinstance(exc, requests.RequestException):
             return self._unreachable(self._host(), exc)
         if isinstance(exc, msal.exceptions.MsalError):
-            return AuthError(f"the sign-in server {self._host()} answered with an error: "
-                             + said(type(exc).__name__, str(exc).splitlines()[0]))
-        return AuthError(f"the sign-in server {self._host()} gave an answer that is not "
-                         "OAuth2")
+            return AuthError(
+                f"the sign-in server {self._host()} answered with an error: "
+                + said(type(exc).__name__, str(exc).splitlines()[0])
+            )
+        return AuthError(f"the sign-in server {self._host()} gave an answer that is not OAuth2")
 
     _made: tuple[Any, Any] | None = None
 
@@ -61,7 +62,9 @@ class Microsoft(Provider):
         host = urllib.parse.urlsplit(authority).hostname or authority
         try:
             app = msal.PublicClientApplication(
-                self.account.client_id, authority=authority, token_cache=cache,
+                self.account.client_id,
+                authority=authority,
+                token_cache=cache,
                 timeout=HTTP_TIMEOUT,
                 instance_discovery=False if self.account.authority else None,
             )
@@ -70,7 +73,8 @@ class Microsoft(Provider):
         except ValueError as exc:  # MSAL: the authority's discovery document is missing
             raise AuthError(
                 f"{self.settings.path}: account.tenant / authority: {host} does not know "
-                f"{authority!r} ({str(exc).splitlines()[0][:200]})") from None
+                f"{authority!r} ({str(exc).splitlines()[0][:200]})"
+            ) from None
         self._made = (app, cache)
         return app, cache
 
@@ -83,18 +87,24 @@ class Microsoft(Provider):
         try:
             flow = app.initiate_device_flow(scopes=wanted)
             if "user_code" not in flow:
-                raise AuthError("Microsoft did not start the sign-in: "
-                                + said(flow.get("error"), flow.get("error_description")))
+                raise AuthError(
+                    "Microsoft did not start the sign-in: "
+                    + said(flow.get("error"), flow.get("error_description"))
+                )
             minutes = max(1, int(flow.get("expires_in", 900)) // 60)
-            say(f"To sign in {self.account.username} with Microsoft, open "
+            say(
+                f"To sign in {self.account.username} with Microsoft, open "
                 f"{flow['verification_uri']} in any browser and enter the code "
-                f"{flow['user_code']} (valid for {minutes} minutes).")
+                f"{flow['user_code']} (valid for {minutes} minutes)."
+            )
             result = app.acquire_token_by_device_flow(flow)
         except (requests.RequestException, msal.exceptions.MsalError, ValueError) as exc:
             raise self._failed(exc) from None
         if "access_token" not in result:
-            raise AuthError("Microsoft sign-in did not complete: "
-                            + said(result.get("error"), result.get("error_description")))
+            raise AuthError(
+                "Microsoft sign-in did not complete: "
+                + said(result.get("error"), result.get("error_description"))
+            )
         access_token_of(result, f"the sign-in server {self._host()}")
         claims = result.get("id_token_claims") or {}
         who = claims.get("preferred_username") or claims.get("email")
@@ -114,7 +124,8 @@ class Microsoft(Provider):
             raise expired(self.settings)
         try:
             result = app.acquire_token_silent_with_error(
-                scopes(self.settings), account=accounts[0], force_refresh=fresh)
+                scopes(self.settings), account=accounts[0], force_refresh=fresh
+            )
         except (requests.RequestException, msal.exceptions.MsalError, ValueError) as exc:
             raise self._failed(exc) from None
         if not result:
@@ -122,16 +133,23 @@ class Microsoft(Provider):
         if "access_token" not in result:
             error = result.get("error")
             if error in ("invalid_grant", "interaction_required", "consent_required"):
-                raise SignInNeeded(f"{expired(self.settings)} (Microsoft: "
-                                   f"{said(error, result.get('error_description'))})")
-            raise AuthError("Microsoft refused to renew the sign-in for "
-                            f"{self.account.username}: "
-                            + said(error, result.get("error_description")))
+                raise SignInNeeded(
+                    f"{expired(self.settings)} (Microsoft: "
+                    f"{said(error, result.get('error_description'))})"
+                )
+            raise AuthError(
+                "Microsoft refused to renew the sign-in for "
+                f"{self.account.username}: " + said(error, result.get("error_description"))
+            )
         token = access_token_of(result, f"the sign-in server {self._host()}")
         if not cache.has_state_changed:
             return token, None
-        record = {**record, "msal_cache": cache.serialize(), "access_token": token,
-                  "expires_at": self.clock() + lifetime(result.get("expires_in"))}
+        record = {
+            **record,
+            "msal_cache": cache.serialize(),
+            "access_token": token,
+            "expires_at": self.clock() + lifetime(result.get("expires_in")),
+        }
         if result.get("scope"):
             record["scopes"] = str(result["scope"]).split()
         return token, record
