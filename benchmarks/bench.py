@@ -51,8 +51,9 @@ SINCE = date(2000, 1, 1)  # "the whole backlog"
 def run_process(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
     """(wall seconds, peak RSS in KiB, stdout) of one whole process."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+    )
     assert proc.stdout is not None and proc.stderr is not None
     out = proc.stdout.read().decode()
     err = proc.stderr.read().decode()
@@ -86,7 +87,8 @@ class Practice:
                 'sessions = { rrule = "FREQ=WEEKLY;BYDAY=WE", start = "2024-01-03T10:00" }\n'
             )
         self.config = root / "inbox-guard.toml"
-        self.config.write_text(textwrap.dedent(f"""\
+        self.config.write_text(
+            textwrap.dedent(f"""\
             timezone = "Europe/London"
             [therapist]
             name = "Alex Morgan"
@@ -107,7 +109,8 @@ class Practice:
             [triage]
             drafts = "off"
             lookback_days = 3650
-            """))
+            """)
+        )
 
     def reset(self, server: Dovecot) -> None:
         shutil.rmtree(self.root / "state", ignore_errors=True)
@@ -153,20 +156,29 @@ print(len(uids), len(hits))
 
 
 def imapfilter_config(port: int, user: str, pw: str, idiom: bool) -> str:
-    acct = (f"account = IMAP {{ server = '127.0.0.1', port = {port}, username = '{user}', "
-            f"password = '{pw}' }}\n")
+    acct = (
+        f"account = IMAP {{ server = '127.0.0.1', port = {port}, username = '{user}', "
+        f"password = '{pw}' }}\n"
+    )
     since = "account.INBOX:arrived_since('01-Jan-2000')"
     if idiom:  # the documented way: one contain_from per client, united
         parts = " + ".join(f"account.INBOX:contain_from('{c}')" for c in CLIENTS)
         body = f"results = {since} * ({parts})\n"
     else:  # one SEARCH like inbox-guard's, then imapfilter's per-message From check
         query = "SINCE 01-Jan-2000 " + " ".join(
-            (f"OR FROM {c}" if i < len(CLIENTS) - 1 else f"FROM {c}") for i, c in enumerate(CLIENTS))
+            (f"OR FROM {c}" if i < len(CLIENTS) - 1 else f"FROM {c}") for i, c in enumerate(CLIENTS)
+        )
         alts = "|".join(c.replace(".", "\\\\.") for c in CLIENTS)
-        body = (f"candidates = account.INBOX:send_query('{query}')\n"
-                f"results = account.INBOX:match_from('.*({alts})', candidates)\n")
-    return ("options.timeout = 600\noptions.subscribe = false\n" + acct + body
-            + "results:add_flags({'$OutOfHours'})\n")
+        body = (
+            f"candidates = account.INBOX:send_query('{query}')\n"
+            f"results = account.INBOX:match_from('.*({alts})', candidates)\n"
+        )
+    return (
+        "options.timeout = 600\noptions.subscribe = false\n"
+        + acct
+        + body
+        + "results:add_flags({'$OutOfHours'})\n"
+    )
 
 
 def main() -> int:
@@ -177,18 +189,28 @@ def main() -> int:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     big = sizes[-2:] if len(sizes) > 1 else sizes
-    figures: dict[str, object] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-                                  "sizes": sizes, "repeat": args.repeat}
+    figures: dict[str, object] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sizes": sizes,
+        "repeat": args.repeat,
+    }
     work = Path(tempfile.mkdtemp(prefix="ig-bench-"))
     work.chmod(0o755)
 
     startup = statistics.median(
-        run_process([PY, "-m", "inbox_guard", "--help"])[0] for _ in range(5))
+        run_process([PY, "-m", "inbox_guard", "--help"])[0] for _ in range(5)
+    )
     startup_script = statistics.median(
-        run_process([shutil.which("inbox-guard") or "inbox-guard", "--help"])[0] for _ in range(5))
-    figures["help_startup_s"] = {"python -m": round(startup, 3), "console script": round(startup_script, 3)}
-    print(f"inbox-guard --help start-up: {startup_script * 1000:.0f} ms "
-          f"(python -m: {startup * 1000:.0f} ms)")
+        run_process([shutil.which("inbox-guard") or "inbox-guard", "--help"])[0] for _ in range(5)
+    )
+    figures["help_startup_s"] = {
+        "python -m": round(startup, 3),
+        "console script": round(startup_script, 3),
+    }
+    print(
+        f"inbox-guard --help start-up: {startup_script * 1000:.0f} ms "
+        f"(python -m: {startup * 1000:.0f} ms)"
+    )
 
     with Dovecot(work / "dovecot") as server, CutProxy(server.port) as proxy:
         for n in sizes:
@@ -199,8 +221,9 @@ def main() -> int:
     return 0
 
 
-def bench_size(n: int, big: list[int], server: Dovecot, proxy: CutProxy, work: Path,
-               repeat: int) -> dict[str, object]:
+def bench_size(
+    n: int, big: list[int], server: Dovecot, proxy: CutProxy, work: Path, repeat: int
+) -> dict[str, object]:
     """Every figure for one mailbox size."""
     user, pw = server.user(f"bench{n}")
     t0 = time.perf_counter()
@@ -209,14 +232,19 @@ def bench_size(n: int, big: list[int], server: Dovecot, proxy: CutProxy, work: P
     practice = Practice(work / f"p{n}", proxy.port, user, pw)
     # Warm Dovecot's index and header cache as a long-lived mailbox would be.
     t0 = time.perf_counter()
-    run_process([PY, "-c", FLOOR_SCRIPT, str(server.port), user, pw, "all",
-                 ",".join(CLIENTS)])
+    run_process([PY, "-c", FLOOR_SCRIPT, str(server.port), user, pw, "all", ",".join(CLIENTS)])
     warm_s = time.perf_counter() - t0
-    row: dict[str, object] = {"messages": filled.messages, "from_clients": filled.from_clients,
-                              "mailbox_mb": round(filled.bytes / 2**20), "fill_s": round(fill_s, 1),
-                              "warm_s": round(warm_s, 1)}
-    print(f"\nN = {n}: {filled.bytes / 2**20:.0f} MB, {filled.from_clients} from clients "
-          f"(filled in {fill_s:.1f} s, index warmed in {warm_s:.1f} s)")
+    row: dict[str, object] = {
+        "messages": filled.messages,
+        "from_clients": filled.from_clients,
+        "mailbox_mb": round(filled.bytes / 2**20),
+        "fill_s": round(fill_s, 1),
+        "warm_s": round(warm_s, 1),
+    }
+    print(
+        f"\nN = {n}: {filled.bytes / 2**20:.0f} MB, {filled.from_clients} from clients "
+        f"(filled in {fill_s:.1f} s, index warmed in {warm_s:.1f} s)"
+    )
 
     # 2. First pass over the whole backlog.
     rss: list[int] = []
@@ -232,12 +260,19 @@ def bench_size(n: int, big: list[int], server: Dovecot, proxy: CutProxy, work: P
     first = median_of(repeat, lambda p=practice: p.reset(server), first_pass)
     result = stats["result"]
     assert isinstance(result, dict)
-    row["first_pass"] = {"wall_s": round(first, 3), "msgs_per_s": round(n / first),
-                         "commands": stats["commands"], "server_bytes": stats["bytes"],
-                         "flagged": len(result["flagged"]), "peak_rss_mb": round(max(rss) / 1024, 1)}
-    print(f"  first pass: {first:.2f} s ({n / first:,.0f} msg/s), {stats['commands']} commands, "
-          f"{stats['bytes'] / 2**20:.1f} MB from server, {len(result['flagged'])} flagged, "
-          f"peak RSS {max(rss) / 1024:.1f} MB")
+    row["first_pass"] = {
+        "wall_s": round(first, 3),
+        "msgs_per_s": round(n / first),
+        "commands": stats["commands"],
+        "server_bytes": stats["bytes"],
+        "flagged": len(result["flagged"]),
+        "peak_rss_mb": round(max(rss) / 1024, 1),
+    }
+    print(
+        f"  first pass: {first:.2f} s ({n / first:,.0f} msg/s), {stats['commands']} commands, "
+        f"{stats['bytes'] / 2**20:.1f} MB from server, {len(result['flagged'])} flagged, "
+        f"peak RSS {max(rss) / 1024:.1f} MB"
+    )
 
     # 1. Quiet pass, state kept from the first pass.
     quiet_stats: dict[str, object] = {}
@@ -246,46 +281,90 @@ def bench_size(n: int, big: list[int], server: Dovecot, proxy: CutProxy, work: P
         proxy.reset_counts()
         wall, _, result = p.once()
         assert result["scanned"] == 0, result
-        quiet_stats.update(commands=len(proxy.commands), bytes=proxy.server_bytes,
-                           names=[c.split(b" ")[1].decode() for c in proxy.commands])
+        quiet_stats.update(
+            commands=len(proxy.commands),
+            bytes=proxy.server_bytes,
+            names=[c.split(b" ")[1].decode() for c in proxy.commands],
+        )
         return wall
 
     q = median_of(repeat, lambda: None, quiet)
     poll = kept_connection_poll(practice, proxy)
-    row["quiet_pass"] = {"wall_s": round(q, 3), "commands": quiet_stats["commands"],
-                         "command_names": quiet_stats["names"],
-                         "server_bytes": quiet_stats["bytes"], "run_poll": poll}
-    print(f"  quiet pass: {q * 1000:.0f} ms, {quiet_stats['commands']} commands "
-          f"({' '.join(quiet_stats['names'])}), {quiet_stats['bytes']} bytes from server; "
-          f"in `run`: {poll['commands']} command ({poll['names']}) and {poll['bytes']} bytes "
-          f"per poll, {poll['ms']:.2f} ms")
+    row["quiet_pass"] = {
+        "wall_s": round(q, 3),
+        "commands": quiet_stats["commands"],
+        "command_names": quiet_stats["names"],
+        "server_bytes": quiet_stats["bytes"],
+        "run_poll": poll,
+    }
+    print(
+        f"  quiet pass: {q * 1000:.0f} ms, {quiet_stats['commands']} commands "
+        f"({' '.join(quiet_stats['names'])}), {quiet_stats['bytes']} bytes from server; "
+        f"in `run`: {poll['commands']} command ({poll['names']}) and {poll['bytes']} bytes "
+        f"per poll, {poll['ms']:.2f} ms"
+    )
 
     # 3. The same job by other means.
     if n in big:
         others: dict[str, float] = {}
         flags_off = lambda p=practice: p.reset(server)  # noqa: E731
         others["client floor (search, fetch candidates, store)"] = median_of(
-            repeat, flags_off, lambda: run_process(
-                [PY, "-c", FLOOR_SCRIPT, str(server.port), user, pw, "candidates",
-                 ",".join(CLIENTS)])[0])
+            repeat,
+            flags_off,
+            lambda: run_process(
+                [
+                    PY,
+                    "-c",
+                    FLOOR_SCRIPT,
+                    str(server.port),
+                    user,
+                    pw,
+                    "candidates",
+                    ",".join(CLIENTS),
+                ]
+            )[0],
+        )
         others["fetch From+Date of every message"] = median_of(
-            repeat, lambda: None, lambda: run_process(
-                [PY, "-c", FLOOR_SCRIPT, str(server.port), user, pw, "all",
-                 ",".join(CLIENTS)])[0])
-        for idiom, name in ((True, "imapfilter, contain_from per client"),
-                            (False, "imapfilter, one query + match_from")):
+            repeat,
+            lambda: None,
+            lambda: run_process(
+                [PY, "-c", FLOOR_SCRIPT, str(server.port), user, pw, "all", ",".join(CLIENTS)]
+            )[0],
+        )
+        for idiom, name in (
+            (True, "imapfilter, contain_from per client"),
+            (False, "imapfilter, one query + match_from"),
+        ):
             cfg = work / f"imapfilter-{n}-{idiom}.lua"
             cfg.write_text(imapfilter_config(server.port, user, pw, idiom))
-            others[name] = median_of(repeat, flags_off, lambda cfg=cfg: run_process(
-                ["imapfilter", "-c", str(cfg)], env={"HOME": str(work)})[0])
+            others[name] = median_of(
+                repeat,
+                flags_off,
+                lambda cfg=cfg: run_process(
+                    ["imapfilter", "-c", str(cfg)], env={"HOME": str(work)}
+                )[0],
+            )
         query = ["since", "2000-01-01", "("]  # doveadm writes OR between keys
         for i, c in enumerate(CLIENTS):
             query += (["OR"] if i else []) + ["from", c]
         query.append(")")
         others["doveadm search (server floor)"] = median_of(
-            repeat, lambda: None, lambda: run_process(
-                [shutil.which("doveadm") or "doveadm", "-c", str(server.conf), "search",
-                 "-u", user, "mailbox", "INBOX", *query])[0])
+            repeat,
+            lambda: None,
+            lambda: run_process(
+                [
+                    shutil.which("doveadm") or "doveadm",
+                    "-c",
+                    str(server.conf),
+                    "search",
+                    "-u",
+                    user,
+                    "mailbox",
+                    "INBOX",
+                    *query,
+                ]
+            )[0],
+        )
         row["others_s"] = {k: round(v, 3) for k, v in others.items()}
         for name, secs in others.items():
             print(f"  {name}: {secs:.2f} s; inbox-guard / this = {first / secs:.2f}")
@@ -311,8 +390,12 @@ def kept_connection_poll(practice: Practice, proxy: CutProxy) -> dict[str, objec
         run_pass(settings, mailbox, store, datetime.now(UTC) + timedelta(minutes=5))
         ms = (time.perf_counter() - started) * 1000
         names = " ".join(c.split(b" ")[1].decode() for c in proxy.commands)
-        return {"commands": len(proxy.commands), "names": names, "bytes": proxy.server_bytes,
-                "ms": round(ms, 2)}
+        return {
+            "commands": len(proxy.commands),
+            "names": names,
+            "bytes": proxy.server_bytes,
+            "ms": round(ms, 2),
+        }
     finally:
         store.close()
         mailbox.logout()

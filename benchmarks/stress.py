@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.dovecot import Dovecot  # noqa: E402
-from tests.fault_rounds import Tally, cut_round, kill_round  # noqa: E402
-from tests.faults import CutProxy  # noqa: E402
+from tests.dovecot import Dovecot
+from tests.fault_rounds import Tally, cut_round, kill_round
+from tests.faults import CutProxy
 
 
 def main() -> int:
@@ -52,8 +52,10 @@ def main() -> int:
     print(f"seed {args.seed}; {elapsed / 60:.1f} min")
     print(cut.cut_summary())
     print(kill.kill_summary())
-    print(f"hostile messages {cut.hostile + kill.hostile}; errors in passes that met no "
-          f"fault {cut.message_faults + kill.message_faults}")
+    print(
+        f"hostile messages {cut.hostile + kill.hostile}; errors in passes that met no "
+        f"fault {cut.message_faults + kill.message_faults}"
+    )
     problems = cut.mismatches + kill.mismatches
     print(f"mismatches (duplicates, losses, flag changes): {len(problems)}")
     for p in problems:

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
@@ -77,10 +77,12 @@ DEVICE_CODE_LIFETIME = 900  # Microsoft's; Google's is 1800
 # Microsoft's wording; the trailing trace/correlation ids and timestamp are added per answer.
 AADSTS_EXPIRED = (
     "AADSTS70008: The provided authorization code or refresh token has expired due to "
-    "inactivity. Send a new interactive authorization request for this user and resource.")
+    "inactivity. Send a new interactive authorization request for this user and resource."
+)
 AADSTS_REVOKED = (
     "AADSTS50173: The provided grant has expired due to it being revoked, a fresh auth token "
-    "is needed. The user might have changed or reset their password.")
+    "is needed. The user might have changed or reset their password."
+)
 AADSTS_UNKNOWN = "AADSTS9002313: Invalid request. Request is malformed or invalid."
 GOOGLE_EXPIRED_OR_REVOKED = "Token has been expired or revoked."
 
@@ -121,7 +123,8 @@ class Client(ClientMixin):  # type: ignore[misc]
 
     def check_client_secret(self, client_secret: str) -> bool:
         return self.client_secret is not None and secrets.compare_digest(
-            self.client_secret, client_secret)
+            self.client_secret, client_secret
+        )
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.client_secret is None:
@@ -193,8 +196,11 @@ class Token(TokenMixin):  # type: ignore[misc]
         return self.refresh_expires_at is not None and self.clock() >= self.refresh_expires_at
 
     def refresh_valid(self) -> bool:
-        return (self.refresh_token is not None and not self.refresh_revoked
-                and not self.refresh_expired())
+        return (
+            self.refresh_token is not None
+            and not self.refresh_revoked
+            and not self.refresh_expired()
+        )
 
 
 @dataclass
@@ -238,12 +244,19 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
 
     def save_authorization_code(self, code: str, req: Any) -> None:
         data = req.payload.data
-        _owner(self)._save_code(AuthCode(
-            code=code, client_id=req.client.get_client_id(),
-            redirect_uri=req.payload.redirect_uri, scope=req.scope or "",
-            username=req.user.username, code_challenge=data.get("code_challenge"),
-            code_challenge_method=data.get("code_challenge_method"), nonce=data.get("nonce"),
-            expires_at=_owner(self).now() + CODE_LIFETIME))
+        _owner(self)._save_code(
+            AuthCode(
+                code=code,
+                client_id=req.client.get_client_id(),
+                redirect_uri=req.payload.redirect_uri,
+                scope=req.scope or "",
+                username=req.user.username,
+                code_challenge=data.get("code_challenge"),
+                code_challenge_method=data.get("code_challenge_method"),
+                nonce=data.get("nonce"),
+                expires_at=_owner(self).now() + CODE_LIFETIME,
+            )
+        )
 
     def query_authorization_code(self, code: str, client: Client) -> AuthCode | None:
         return _owner(self)._query_code(code, client)
@@ -258,7 +271,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
 class S256Required(CodeChallenge):  # type: ignore[misc]
     """PKCE for every client, confidential ones too, and only with S256."""
 
-    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    SUPPORTED_CODE_CHALLENGE_METHOD: ClassVar[list[str]] = ["S256"]
 
     def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
         data = grant.request.payload.data
@@ -281,7 +294,8 @@ class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     def issue_token(self, user: User, refresh_token: Token) -> dict[str, Any]:
         scope = self.request.payload.scope or refresh_token.get_scope()
         return self.generate_token(  # type: ignore[no-any-return]
-            user=user, scope=scope, include_refresh_token=_owner(self).rotate)
+            user=user, scope=scope, include_refresh_token=_owner(self).rotate
+        )
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
         if _owner(self).rotate:
@@ -311,14 +325,21 @@ class DeviceEndpoint(DeviceAuthorizationEndpoint):  # type: ignore[misc]
 
     def get_verification_uri(self) -> str:
         owner = self.server.owner
-        return f"{owner.url}/device" if request.path == "/device/code" else f"{owner.url}/devicelogin"
+        return (
+            f"{owner.url}/device" if request.path == "/device/code" else f"{owner.url}/devicelogin"
+        )
 
-    def save_device_credential(self, client_id: str, scope: str | None,
-                               data: dict[str, Any]) -> None:
+    def save_device_credential(
+        self, client_id: str, scope: str | None, data: dict[str, Any]
+    ) -> None:
         owner: AuthServer = self.server.owner
         credential = DeviceCredential(
-            client_id=client_id, scope=scope or "", device_code=data["device_code"],
-            user_code=data["user_code"], expires_at=owner.now() + data["expires_in"])
+            client_id=client_id,
+            scope=scope or "",
+            device_code=data["device_code"],
+            user_code=data["user_code"],
+            expires_at=owner.now() + data["expires_in"],
+        )
         credential.clock = owner.now
         owner._save_device(credential)
 
@@ -329,7 +350,8 @@ class DeviceEndpoint(DeviceAuthorizationEndpoint):  # type: ignore[misc]
         else:
             data["message"] = (
                 f"To sign in, use a web browser to open the page {data['verification_uri']} "
-                f"and enter the code {data['user_code']} to authenticate.")
+                f"and enter the code {data['user_code']} to authenticate."
+            )
         return status, data, headers
 
 
@@ -349,12 +371,16 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
 
     def introspect_token(self, token: Token | _RefreshView) -> dict[str, Any]:
         record = token.token if isinstance(token, _RefreshView) else token
-        exp = (record.refresh_expires_at if isinstance(token, _RefreshView)
-               else record.expires_at())
+        exp = record.refresh_expires_at if isinstance(token, _RefreshView) else record.expires_at()
         answer: dict[str, Any] = {
-            "active": True, "username": record.username, "scope": record.scope,
-            "client_id": record.client_id, "token_type": "Bearer",
-            "sub": _subject(record.username), "iat": int(record.issued_at)}
+            "active": True,
+            "username": record.username,
+            "scope": record.scope,
+            "client_id": record.client_id,
+            "token_type": "Bearer",
+            "sub": _subject(record.username),
+            "iat": int(record.issued_at),
+        }
         if exp is not None:
             answer["exp"] = int(exp)
         return answer
@@ -378,8 +404,11 @@ class _IdToken:
         if "openid" in (scope_to_list(token.get("scope")) or []):
             code = grant.request.authorization_code
             token["id_token"] = self.owner._id_token(
-                grant.request.uri, grant.request.client.get_client_id(),
-                grant.request.user.username, getattr(code, "nonce", None))
+                grant.request.uri,
+                grant.request.client.get_client_id(),
+                grant.request.user.username,
+                getattr(code, "nonce", None),
+            )
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -402,8 +431,14 @@ class AuthServer:
     Microsoft's AADSTS codes (70008 expired, 50173 revoked); otherwise Google's wording.
     """
 
-    def __init__(self, *, access_lifetime: int = 3600, refresh_lifetime: int | None = None,
-                 rotate: bool = True, aadsts: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        access_lifetime: int = 3600,
+        refresh_lifetime: int | None = None,
+        rotate: bool = True,
+        aadsts: bool = False,
+    ) -> None:
         self.access_lifetime = access_lifetime
         self.refresh_lifetime = refresh_lifetime
         self.rotate = rotate
@@ -477,15 +512,26 @@ class AuthServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*_make_certificates(self._dir))
         # make_server binds and listens: connections queue until serve_forever runs.
-        main = make_server("127.0.0.1", 0, self.app, threaded=True,
-                           request_handler=_QuietHandler, ssl_context=context)
-        plain = make_server("127.0.0.1", 0, self.introspection_app, threaded=True,
-                            request_handler=_QuietHandler)
+        main = make_server(
+            "127.0.0.1",
+            0,
+            self.app,
+            threaded=True,
+            request_handler=_QuietHandler,
+            ssl_context=context,
+        )
+        plain = make_server(
+            "127.0.0.1", 0, self.introspection_app, threaded=True, request_handler=_QuietHandler
+        )
         self._url = f"https://127.0.0.1:{main.server_port}"
         self._introspection_url = f"http://127.0.0.1:{plain.server_port}/introspect"
         for server in (main, plain):
-            thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True,
-                                      name=f"authserver-{server.server_port}")
+            thread = threading.Thread(
+                target=server.serve_forever,
+                args=(0.05,),
+                daemon=True,
+                name=f"authserver-{server.server_port}",
+            )
             thread.start()
             self._servers.append(server)
             self._threads.append(thread)
@@ -520,11 +566,13 @@ class AuthServer:
 
     def _verification_page(self, user_code: str, username: str, action: str) -> None:
         answer = requests.post(
-            f"{self.url}/devicelogin", verify=str(self.ca_file), timeout=10,
-            data={"user_code": user_code, "username": username, "action": action})
+            f"{self.url}/devicelogin",
+            verify=str(self.ca_file),
+            timeout=10,
+            data={"user_code": user_code, "username": username, "action": action},
+        )
         if answer.status_code != 200:
-            raise ValueError(f"the verification page refused ({answer.status_code}): "
-                             f"{answer.text}")
+            raise ValueError(f"the verification page refused ({answer.status_code}): {answer.text}")
 
     # -- administration and inspection --------------------------------------------------
 
@@ -547,8 +595,11 @@ class AuthServer:
     def refresh_tokens(self, username: str) -> list[str]:
         """The user's refresh tokens that work now, oldest first."""
         with self._lock:
-            return [t.refresh_token for t in self._by_access.values()
-                    if t.username == username and t.refresh_token and t.refresh_valid()]
+            return [
+                t.refresh_token
+                for t in self._by_access.values()
+                if t.username == username and t.refresh_token and t.refresh_valid()
+            ]
 
     def access_token_valid(self, token: str) -> bool:
         with self._lock:
@@ -586,13 +637,20 @@ class AuthServer:
         now = self.now()
         refresh = token.get("refresh_token")
         record = Token(
-            access_token=token["access_token"], refresh_token=refresh,
-            client_id=req.client.get_client_id(), username=req.user.username,
-            scope=token.get("scope", ""), issued_at=now,
+            access_token=token["access_token"],
+            refresh_token=refresh,
+            client_id=req.client.get_client_id(),
+            username=req.user.username,
+            scope=token.get("scope", ""),
+            issued_at=now,
             expires_in=int(token.get("expires_in", self.access_lifetime)),
-            refresh_expires_at=(now + self.refresh_lifetime
-                                if refresh and self.refresh_lifetime is not None else None),
-            clock=self.now)
+            refresh_expires_at=(
+                now + self.refresh_lifetime
+                if refresh and self.refresh_lifetime is not None
+                else None
+            ),
+            clock=self.now,
+        )
         with self._lock:
             self._by_access[record.access_token] = record
             if refresh:
@@ -643,17 +701,26 @@ class AuthServer:
         if not self.aadsts:
             return otherwise
         stamp = datetime.fromtimestamp(self.now(), UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        return (f"{aadsts} Trace ID: {uuid.uuid4()} Correlation ID: {uuid.uuid4()} "
-                f"Timestamp: {stamp}")
+        return (
+            f"{aadsts} Trace ID: {uuid.uuid4()} Correlation ID: {uuid.uuid4()} Timestamp: {stamp}"
+        )
 
-    def _id_token(self, token_endpoint: str, client_id: str, username: str,
-                  nonce: str | None) -> str:
+    def _id_token(
+        self, token_endpoint: str, client_id: str, username: str, nonce: str | None
+    ) -> str:
         now = int(self.now())
         path = urlsplit(token_endpoint).path
         claims: dict[str, Any] = {
-            "iss": self._issuer(path), "sub": _subject(username), "aud": client_id,
-            "iat": now, "nbf": now, "exp": now + 3600,
-            "preferred_username": username, "email": username, "email_verified": True}
+            "iss": self._issuer(path),
+            "sub": _subject(username),
+            "aud": client_id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "preferred_username": username,
+            "email": username,
+            "email_verified": True,
+        }
         if path != "/token":  # Microsoft's tenant endpoints
             claims["tid"] = path.split("/")[1]
             claims["oid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"user:{username}"))
@@ -672,9 +739,14 @@ class AuthServer:
     def _authorization_server(self) -> _Server:
         server = _Server(query_client=self._query_client, save_token=self._save_token)
         server.owner = self
-        server.register_token_generator("default", BearerTokenGenerator(
-            lambda **_: generate_token(42), lambda **_: generate_token(48),
-            lambda client, grant_type: self.access_lifetime))
+        server.register_token_generator(
+            "default",
+            BearerTokenGenerator(
+                lambda **_: generate_token(42),
+                lambda **_: generate_token(48),
+                lambda client, grant_type: self.access_lifetime,
+            ),
+        )
         id_token = _IdToken(self)
         server.register_grant(CodeGrant, [S256Required(required=True), id_token])
         server.register_grant(RefreshGrant, [id_token])
@@ -689,16 +761,26 @@ class AuthServer:
 
         @app.get("/.well-known/openid-configuration")
         def google_discovery() -> Any:
-            return jsonify(self._discovery(
-                self.url, f"{self.url}/o/oauth2/v2/auth", f"{self.url}/token",
-                f"{self.url}/device/code"))
+            return jsonify(
+                self._discovery(
+                    self.url,
+                    f"{self.url}/o/oauth2/v2/auth",
+                    f"{self.url}/token",
+                    f"{self.url}/device/code",
+                )
+            )
 
         @app.get("/<tenant>/v2.0/.well-known/openid-configuration")
         def microsoft_discovery(tenant: str) -> Any:
             base = f"{self.url}/{tenant}/oauth2/v2.0"
-            return jsonify(self._discovery(
-                f"{self.url}/{tenant}/v2.0", f"{base}/authorize", f"{base}/token",
-                f"{base}/devicecode"))
+            return jsonify(
+                self._discovery(
+                    f"{self.url}/{tenant}/v2.0",
+                    f"{base}/authorize",
+                    f"{base}/token",
+                    f"{base}/devicecode",
+                )
+            )
 
         @app.get("/jwks")
         def jwks() -> Any:
@@ -734,32 +816,48 @@ class AuthServer:
 
     def _discovery(self, issuer: str, authorize: str, token: str, device: str) -> dict[str, Any]:
         return {
-            "issuer": issuer, "authorization_endpoint": authorize, "token_endpoint": token,
-            "device_authorization_endpoint": device, "jwks_uri": f"{self.url}/jwks",
-            "response_types_supported": ["code"], "response_modes_supported": ["query"],
+            "issuer": issuer,
+            "authorization_endpoint": authorize,
+            "token_endpoint": token,
+            "device_authorization_endpoint": device,
+            "jwks_uri": f"{self.url}/jwks",
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
             "grant_types_supported": list(GRANT_TYPES),
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": [
-                "client_secret_post", "client_secret_basic", "none"],
+                "client_secret_post",
+                "client_secret_basic",
+                "none",
+            ],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "claims_supported": ["iss", "sub", "aud", "iat", "exp", "preferred_username",
-                                 "email", "nonce"],
+            "claims_supported": [
+                "iss",
+                "sub",
+                "aud",
+                "iat",
+                "exp",
+                "preferred_username",
+                "email",
+                "nonce",
+            ],
         }
 
     def _verification_view(self) -> Any:
         if request.method == "GET":
             code = escape(request.args.get("user_code", ""))
-            return ("<!doctype html><title>Device sign-in</title><form method=post>"
-                    f"<input name=user_code value='{code}'><input name=username>"
-                    "<button name=action value=approve>Allow</button>"
-                    "<button name=action value=deny>Deny</button></form>")
+            return (
+                "<!doctype html><title>Device sign-in</title><form method=post>"
+                f"<input name=user_code value='{code}'><input name=username>"
+                "<button name=action value=approve>Allow</button>"
+                "<button name=action value=deny>Deny</button></form>"
+            )
         user_code = request.form.get("user_code", "").strip().upper()
         action = request.form.get("action", "approve")
         with self._lock:
-            pending = next((c for c in self._devices.values() if c["user_code"] == user_code),
-                           None)
+            pending = next((c for c in self._devices.values() if c["user_code"] == user_code), None)
             if pending is None or pending.is_expired():
                 return "That code is unknown or has expired.", 400
             if action == "deny":
@@ -799,46 +897,66 @@ def _make_certificates(folder: Path) -> tuple[str, str]:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     def usage(**on: bool) -> x509.KeyUsage:
-        names = ("digital_signature", "content_commitment", "key_encipherment",
-                 "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign",
-                 "encipher_only", "decipher_only")
+        names = (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        )
         return x509.KeyUsage(**{n: on.get(n, False) for n in names})
 
     now = datetime.now(UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "inbox-guard test OAuth2 CA")])
-    ca = (x509.CertificateBuilder()
-          .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=7))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(usage(key_cert_sign=True, crl_sign=True), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                         critical=False)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=7))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(usage(digital_signature=True), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=7))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage(digital_signature=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     pem = serialization.Encoding.PEM
     (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
     (folder / "server.pem").write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
-    (folder / "server.key").write_bytes(key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (folder / "server.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     (folder / "server.key").chmod(0o600)
     return str(folder / "server.pem"), str(folder / "server.key")
-

@@ -3,6 +3,7 @@ and a practice (config + client files) pointing at it. All mail here is syntheti
 
 from __future__ import annotations
 
+import email
 import itertools
 import json
 import os
@@ -12,9 +13,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
+from email.policy import default as default_policy
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -113,8 +115,12 @@ def unreadable(account: Account, *tokens: bytes) -> Iterator[None]:
     as a damaged or foreign-owned file would be; readable again afterwards (Dovecot may
     have moved them from new/ to cur/ meanwhile, so every file is restored)."""
     maildir = account.server.maildir(account.user)
-    files = [f for d in ("new", "cur") for f in (maildir / d).iterdir()
-             if any(t in f.read_bytes() for t in tokens)]
+    files = [
+        f
+        for d in ("new", "cur")
+        for f in (maildir / d).iterdir()
+        if any(t in f.read_bytes() for t in tokens)
+    ]
     assert len(files) >= len(tokens), "a token matched no message file"
     for f in files:
         f.chmod(0)
@@ -242,14 +248,20 @@ active = false
 
 
 def write_practice(
-    root: Path, account: Account, drafts: str = "per-window", lookback: int = 30000 // 1000,
+    root: Path,
+    account: Account,
+    drafts: str = "per-window",
+    lookback: int = 30000 // 1000,
     extra: str = "",
 ) -> Practice:
     cfg = root / "config"
     (cfg / "clients").mkdir(parents=True, exist_ok=True)
     (cfg / "inbox-guard.toml").write_text(
         MAIN_TOML.format(
-            port=account.port, user=account.user, env=PASSWORD_ENV, drafts=drafts,
+            port=account.port,
+            user=account.user,
+            env=PASSWORD_ENV,
+            drafts=drafts,
             lookback=lookback,
         )
         + textwrap.dedent(extra)
@@ -274,7 +286,7 @@ def smtp_server() -> Iterator[SmtpSink]:
     received: list[tuple[str, list[str], bytes]] = []
 
     class Record:
-        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
             received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))  # type: ignore[attr-defined]
             return "250 OK"
 
@@ -299,3 +311,26 @@ def wait_for(service: Service, job: str, timeout: float = 30) -> bool:
 def fire(service: Service, job: str) -> None:
     """Make a scheduled job due now: the scheduler's clock, not a sleep."""
     service.scheduler.modify_job(job, next_run_time=datetime.now(service.settings.tz))
+
+
+RECENT = datetime.now(UTC) - timedelta(days=1)
+
+
+def out_of_hours_recently() -> datetime:
+    """An instant in the last week that the test practice counts as out of hours."""
+    t = RECENT.replace(hour=23, minute=30, second=0, microsecond=0)
+    return t if t < datetime.now(UTC) else t - timedelta(days=1)
+
+
+SUNDAY_NIGHT = datetime(2026, 11, 15, 23, 40, tzinfo=UTC)
+MONDAY_8 = "2026-11-16T08:00:00+00:00"
+TUESDAY_9 = "2026-11-17T09:00:00+00:00"
+KW = b"$OutOfHours"
+RISK_KW = b"$NeedsAttention"
+
+
+def drafts(account: Account, folder: str = "Drafts") -> list[EmailMessage]:
+    return [
+        email.message_from_bytes(m["bytes"], policy=default_policy)
+        for m in account.snapshot(folder).values()
+    ]

@@ -109,12 +109,15 @@ class Cyrus:
     def _check_libraries(self) -> None:
         missing = set()
         for prog in (self.pkg / BIN / "master", self.pkg / BIN / "imapd"):
-            out = subprocess.run(["ldd", str(prog)], env=self._env(), capture_output=True,
-                                 text=True, check=False).stdout
+            out = subprocess.run(
+                ["ldd", str(prog)], env=self._env(), capture_output=True, text=True, check=False
+            ).stdout
             missing |= {line.split()[0] for line in out.splitlines() if "not found" in line}
         if missing:
-            raise RuntimeError(f"Cyrus libraries missing from {self.pkg}: {sorted(missing)} "
-                               "(add their packages to tests.cyrus.PACKAGES)")
+            raise RuntimeError(
+                f"Cyrus libraries missing from {self.pkg}: {sorted(missing)} "
+                "(add their packages to tests.cyrus.PACKAGES)"
+            )
 
     def write_config(self, extra: str = "") -> None:
         if not (self.pkg / BIN / "imapd").exists():
@@ -180,9 +183,20 @@ DAEMON {{
             self.write_config()
         with open(self.root / "master.log", "ab") as out:
             self._master = subprocess.Popen(
-                [str(self.pkg / BIN / "master"), "-C", str(self.conf), "-M", str(self.cyrus_conf),
-                 "-p", str(self.srv / "run" / "master.pid"), "-D"],
-                env=self._env(), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                [
+                    str(self.pkg / BIN / "master"),
+                    "-C",
+                    str(self.conf),
+                    "-M",
+                    str(self.cyrus_conf),
+                    "-p",
+                    str(self.srv / "run" / "master.pid"),
+                    "-D",
+                ],
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
                 start_new_session=True,
             )
         try:
@@ -230,9 +244,20 @@ DAEMON {{
         """(user, password); INBOX and Drafts are created on the user's first login."""
         if name not in self._users:
             subprocess.run(
-                [str(self.pkg / "usr/sbin/saslpasswd2"), "-f", str(self.sasldb), "-p", "-c",
-                 "-u", self.realm, name],
-                input=self.password.encode(), env=self._env(), check=True, capture_output=True,
+                [
+                    str(self.pkg / "usr/sbin/saslpasswd2"),
+                    "-f",
+                    str(self.sasldb),
+                    "-p",
+                    "-c",
+                    "-u",
+                    self.realm,
+                    name,
+                ],
+                input=self.password.encode(),
+                env=self._env(),
+                check=True,
+                capture_output=True,
             )
             self._users.add(name)
             if os.geteuid() == 0:

@@ -34,7 +34,9 @@ def free_port() -> int:
 
 
 def wait_for_greeting(
-    port: int, deadline: float, name: str = "dovecot",
+    port: int,
+    deadline: float,
+    name: str = "dovecot",
     alive: Callable[[], None] | None = None,
 ) -> None:
     """Poll the port until the server greets (``* OK``), up to ``deadline``; ``alive``
@@ -112,11 +114,28 @@ service imap-login {{
         if self.tls:
             key = self.root / "key.pem"
             subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                 "-subj", "/CN=localhost", "-addext",
-                 "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext",
-                 "basicConstraints=critical,CA:TRUE", "-keyout", str(key), "-out",
-                 str(self.cert)], check=True, capture_output=True,
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-keyout",
+                    str(key),
+                    "-out",
+                    str(self.cert),
+                ],
+                check=True,
+                capture_output=True,
             )
             ssl = f"ssl = yes\nssl_cert = <{self.cert}\nssl_key = <{key}"
         self.conf.write_text(
@@ -185,7 +204,9 @@ namespace inbox {{
         pid_file = self.root / "run" / "master.pid"
         subprocess.run(
             [DOVECOT, "-c", str(self.conf), "stop"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
         )
         deadline = time.monotonic() + 10
         while pid_file.exists() and time.monotonic() < deadline:

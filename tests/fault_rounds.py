@@ -48,8 +48,16 @@ from .faults import Cut, CutProxy, Trip
 from .hostile_corpus import corpus
 
 NOW = "2026-11-16T08:00:00+00:00"
-COMMANDS = [b"SELECT", b"UID SEARCH", b"UID FETCH", b"UID STORE", b"APPEND", b"EXAMINE",
-            b"LOGIN", b"LIST"]
+COMMANDS = [
+    b"SELECT",
+    b"UID SEARCH",
+    b"UID FETCH",
+    b"UID STORE",
+    b"APPEND",
+    b"EXAMINE",
+    b"LOGIN",
+    b"LIST",
+]
 # Where a killed worker dies, as the proxy sees it (command, and where relative to it).
 # The pass records its plan before the first STORE; then, risk first, the risk STORE
 # and the alert (APPEND to INBOX), each recorded; then the keyword STORE, the notes,
@@ -92,16 +100,19 @@ class Tally:
             f"{name} {self.reached[name]}/{self.points[name]}" for name in KILL_POINTS
         )
         landed = ", ".join(f"{k} {n}" for k, n in sorted(self.landed.items()))
-        return (f"kill rounds {self.rounds}, kills {self.kills} ({per_point}; "
-                f"{self.mid_pass:.0%} mid-pass), passes {self.passes}; held: {landed}")
+        return (
+            f"kill rounds {self.rounds}, kills {self.kills} ({per_point}; "
+            f"{self.mid_pass:.0%} mid-pass), passes {self.passes}; held: {landed}"
+        )
 
     def cut_summary(self) -> str:
-        return (f"cut rounds {self.rounds}, cuts {self.cuts}, passes {self.passes} "
-                f"({self.cut_passes} of them cut)")
+        return (
+            f"cut rounds {self.rounds}, cuts {self.cuts}, passes {self.passes} "
+            f"({self.cut_passes} of them cut)"
+        )
 
     def hostile_summary(self) -> str:
-        return (f"hostile messages {self.hostile}; errors in clean passes "
-                f"{self.message_faults}")
+        return f"hostile messages {self.hostile}; errors in clean passes {self.message_faults}"
 
 
 def scenario(rng: random.Random, due: bool = True) -> list[tuple[bytes, datetime]]:
@@ -112,8 +123,18 @@ def scenario(rng: random.Random, due: bool = True) -> list[tuple[bytes, datetime
     base = datetime(2026, 11, 13, 17, 30, tzinfo=UTC)  # Friday evening, out of hours
     out = []
     for i in range(rng.randint(3, 9)):
-        kinds = ["jane", "jane", "sam", "in-hours", "stranger", "auto", "risk", "bcc",
-                 "hostile", "hostile"]
+        kinds = [
+            "jane",
+            "jane",
+            "sam",
+            "in-hours",
+            "stranger",
+            "auto",
+            "risk",
+            "bcc",
+            "hostile",
+            "hostile",
+        ]
         kind = "jane" if due and i == 0 else rng.choice(kinds)
         when = base + timedelta(minutes=rng.randint(0, 60 * 60))  # over the weekend
         mid = f"<r{rng.getrandbits(40):x}.{i}@example.org>"
@@ -147,6 +168,7 @@ def fill(account: Account, mail: list[tuple[bytes, datetime]]) -> None:
 
 def outcome(p: Practice) -> dict[str, Any]:
     """Everything a pass can change, keyed so two mailboxes can be compared."""
+
     def by_id(folder: str) -> dict[str, tuple[frozenset[bytes], bytes]]:
         out = {}
         for m in p.account.snapshot(folder).values():
@@ -155,10 +177,11 @@ def outcome(p: Practice) -> dict[str, Any]:
             out[mid] = (frozenset(m["flags"]), m["bytes"])
         return out
 
-    agendas = {
-        str(f.relative_to(p.agendas)): f.read_text()
-        for f in sorted(p.agendas.rglob("*.md"))
-    } if p.agendas.exists() else {}
+    agendas = (
+        {str(f.relative_to(p.agendas)): f.read_text() for f in sorted(p.agendas.rglob("*.md"))}
+        if p.agendas.exists()
+        else {}
+    )
     return {"inbox": by_id("INBOX"), "drafts": by_id("Drafts"), "agendas": agendas}
 
 
@@ -207,8 +230,9 @@ def new_practice(server: Dovecot, root: Path, port: int | None = None) -> Practi
     return p
 
 
-def cut_round(server: Dovecot, proxy: CutProxy, root: Path, rng: random.Random,
-              tally: Tally) -> None:
+def cut_round(
+    server: Dovecot, proxy: CutProxy, root: Path, rng: random.Random, tally: Tally
+) -> None:
     mail = scenario(rng)
     # The reference goes through the proxy too, uncut, to learn the size of a pass and
     # the commands it sends: the faults are drawn from those, so most land mid-pass.
@@ -219,8 +243,14 @@ def cut_round(server: Dovecot, proxy: CutProxy, root: Path, rng: random.Random,
     assert _once(ref, tally) == 0
     tally.hostile += _hostile(mail)
     size = proxy.relayed
-    sent = sorted({c for c in COMMANDS for line in proxy.commands
-                   if line.split(b" ", 1)[1].upper().startswith(c)})
+    sent = sorted(
+        {
+            c
+            for c in COMMANDS
+            for line in proxy.commands
+            if line.split(b" ", 1)[1].upper().startswith(c)
+        }
+    )
     expected = outcome(ref)
 
     p = new_practice(server, root / "faulty", port=proxy.port)
@@ -252,20 +282,29 @@ def _held(line: bytes) -> str:
     return b" ".join(words if words[0].upper() == b"UID" else words[:1]).decode("ascii", "replace")
 
 
-def _killer(worker: list[subprocess.Popen[bytes]], started: threading.Event
-            ) -> Callable[[bytes], None]:
+def _killer(
+    worker: list[subprocess.Popen[bytes]], started: threading.Event
+) -> Callable[[bytes], None]:
     """A trip hook: SIGKILL the worker and return once it is dead (not reaped)."""
+
     def kill(line: bytes) -> None:
         assert started.wait(60), "the worker was never started"
         pid = worker[0].pid
         os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):  # already reaped by the test
             os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+
     return kill
 
 
-def kill_round(server: Dovecot, proxy: CutProxy, root: Path, rng: random.Random,
-               tally: Tally, point: str | None = None) -> None:
+def kill_round(
+    server: Dovecot,
+    proxy: CutProxy,
+    root: Path,
+    rng: random.Random,
+    tally: Tally,
+    point: str | None = None,
+) -> None:
     """A worker (its own process, talking through ``proxy``) is SIGKILLed at ``point``
     (one of :data:`KILL_POINTS`, else one at random); then a clean pass finishes."""
     point = point or rng.choice(sorted(KILL_POINTS))

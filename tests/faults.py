@@ -150,7 +150,7 @@ class Lines:
             if end < 0:
                 self._partial += data[i:]
                 break
-            line = self._partial + data[i:end + 1]
+            line = self._partial + data[i : end + 1]
             self._partial = b""
             i = end + 1
             if not self._continued:

@@ -12,8 +12,8 @@ from pathlib import Path
 from keyring.backend import KeyringBackend
 
 
-class FileKeyring(KeyringBackend):  # type: ignore[misc]
-    priority = 1  # type: ignore[assignment]
+class FileKeyring(KeyringBackend):
+    priority = 1
 
     @property
     def _file(self) -> Path:

@@ -35,15 +35,26 @@ def _message(i: int, sender: str, when: datetime, rng: random.Random, big: bool)
     if not big:
         return (head + "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text).encode()
     return (
-        head + 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
-        "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "--b\r\n"
-        "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
-        'Content-Disposition: attachment; filename="scan.bin"\r\n\r\n'
-    ).encode() + ATTACHMENT + b"--b--\r\n"
+        (
+            head + 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "--b\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+            'Content-Disposition: attachment; filename="scan.bin"\r\n\r\n'
+        ).encode()
+        + ATTACHMENT
+        + b"--b--\r\n"
+    )
 
 
-def fill(maildir: Path, n: int, seed: int = 1, now: datetime | None = None,
-         client_share: float = 0.05, big_share: float = 0.002, years: float = 3.0) -> Filled:
+def fill(
+    maildir: Path,
+    n: int,
+    seed: int = 1,
+    now: datetime | None = None,
+    client_share: float = 0.05,
+    big_share: float = 0.002,
+    years: float = 3.0,
+) -> Filled:
     """Write ``n`` messages into ``maildir`` (created), arrival times over ``years``."""
     rng = random.Random(seed)
     now = now or datetime.now(UTC) - timedelta(hours=1)
@@ -54,7 +65,11 @@ def fill(maildir: Path, n: int, seed: int = 1, now: datetime | None = None,
     owner = ("mail", "mail") if os.geteuid() == 0 else None
     for i in range(n):
         client = rng.random() < client_share
-        sender = rng.choice(CLIENTS) if client else f"person{rng.randint(1, 5000)}@mail{rng.randint(1, 40)}.example"
+        sender = (
+            rng.choice(CLIENTS)
+            if client
+            else f"person{rng.randint(1, 5000)}@mail{rng.randint(1, 40)}.example"
+        )
         when = now - timedelta(seconds=rng.randint(60, span))
         raw = _message(i, sender, when, rng, big=rng.random() < big_share)
         ts = int(when.timestamp())

@@ -531,7 +531,7 @@ class GmailStandIn(StandIn):
         """Sequence number -> UID of the messages ``command``'s set names (a FETCH (UID) of
         the same set, by UID or by sequence number as the command is)."""
         fetch = b"UID FETCH" if command.name.startswith(b"UID ") else b"FETCH"
-        untagged, tagged = session.run(fetch + b" " + bytes(command.args[0]) + b" (UID)")
+        untagged, _tagged = session.run(fetch + b" " + bytes(command.args[0]) + b" (UID)")
         found = {}
         for response in untagged:
             m = re.fullmatch(rb"\* (\d+) FETCH \(UID (\d+)(?: MODSEQ \(\d+\))?\)\r\n", response)
@@ -573,7 +573,8 @@ class GmailStandIn(StandIn):
         for label in labels:
             with self._lock:
                 todo = [
-                    uid for uid in found.values()
+                    uid
+                    for uid in found.values()
                     if label != session.selected
                     and label not in self.labels.get(self._key(session, uid), [])
                 ]
@@ -618,7 +619,8 @@ class GmailStandIn(StandIn):
             session.reply(command.tag, b"OK Success")
             return
         session.label_fetch = (
-            command.tag, {seq: self._rendered(session, uid) for seq, uid in found.items()}
+            command.tag,
+            {seq: self._rendered(session, uid) for seq, uid in found.items()},
         )
         if command.name.startswith(b"UID "):
             rest = [b"UID", *rest]

@@ -78,39 +78,69 @@ def pkce() -> tuple[str, str]:
 
 def authorize(server: AuthServer, path: str = "/o/oauth2/auth", **params: str) -> requests.Response:
     """The browser's visit to the authorization endpoint; the redirect is not followed."""
-    return requests.get(server.url + path, params=params, verify=str(server.ca_file),
-                        allow_redirects=False, timeout=10)
+    return requests.get(
+        server.url + path,
+        params=params,
+        verify=str(server.ca_file),
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
 def redirected(answer: requests.Response) -> tuple[str, dict[str, str]]:
     assert answer.status_code == 302, answer.text
     where = urlsplit(answer.headers["Location"])
-    return (f"{where.scheme}://{where.netloc}{where.path}",
-            {k: v[0] for k, v in parse_qs(where.query).items()})
+    return (
+        f"{where.scheme}://{where.netloc}{where.path}",
+        {k: v[0] for k, v in parse_qs(where.query).items()},
+    )
 
 
-def code_for(server: AuthServer, client_id: str = PUBLIC, scope: str = f"openid email {IMAP_GOOGLE}",
-             state: str = "st-1") -> tuple[str, str]:
+def code_for(
+    server: AuthServer,
+    client_id: str = PUBLIC,
+    scope: str = f"openid email {IMAP_GOOGLE}",
+    state: str = "st-1",
+) -> tuple[str, str]:
     """(code, verifier) after the signed-in user approves."""
     verifier, challenge = pkce()
     server.signed_in = USER
-    _, query = redirected(authorize(
-        server, response_type="code", client_id=client_id, redirect_uri=REDIRECT, scope=scope,
-        state=state, code_challenge=challenge, code_challenge_method="S256"))
+    _, query = redirected(
+        authorize(
+            server,
+            response_type="code",
+            client_id=client_id,
+            redirect_uri=REDIRECT,
+            scope=scope,
+            state=state,
+            code_challenge=challenge,
+            code_challenge_method="S256",
+        )
+    )
     return query["code"], verifier
 
 
-def exchange(server: AuthServer, code: str, verifier: str | None, **extra: str) -> requests.Response:
-    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
-            "client_id": PUBLIC, **extra}
+def exchange(
+    server: AuthServer, code: str, verifier: str | None, **extra: str
+) -> requests.Response:
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "client_id": PUBLIC,
+        **extra,
+    }
     if verifier is not None:
         data["code_verifier"] = verifier
     return post(server, "/token", **data)
 
 
-def refresh(server: AuthServer, token: str, path: str = "/token", **extra: str) -> requests.Response:
-    return post(server, path, grant_type="refresh_token", refresh_token=token, client_id=PUBLIC,
-                **extra)
+def refresh(
+    server: AuthServer, token: str, path: str = "/token", **extra: str
+) -> requests.Response:
+    return post(
+        server, path, grant_type="refresh_token", refresh_token=token, client_id=PUBLIC, **extra
+    )
 
 
 def error_of(answer: requests.Response) -> str:
@@ -123,20 +153,27 @@ def error_of(answer: requests.Response) -> str:
 
 def test_https_with_its_own_ca_for_127_0_0_1_and_localhost(server: AuthServer) -> None:
     assert server.url.startswith("https://127.0.0.1:")
-    answer = requests.get(f"{server.url}/.well-known/openid-configuration",
-                          verify=str(server.ca_file), timeout=10)
+    answer = requests.get(
+        f"{server.url}/.well-known/openid-configuration", verify=str(server.ca_file), timeout=10
+    )
     assert answer.json()["token_endpoint"] == f"{server.url}/token"
     port = urlsplit(server.url).port
-    local = requests.get(f"https://localhost:{port}/.well-known/openid-configuration",
-                         verify=str(server.ca_file), timeout=10)
+    local = requests.get(
+        f"https://localhost:{port}/.well-known/openid-configuration",
+        verify=str(server.ca_file),
+        timeout=10,
+    )
     assert local.status_code == 200
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(server.url + "/.well-known/openid-configuration", timeout=10)
 
 
 def test_microsoft_discovery_per_tenant(server: AuthServer) -> None:
-    config = requests.get(f"{server.url}/contoso/v2.0/.well-known/openid-configuration",
-                          verify=str(server.ca_file), timeout=10).json()
+    config = requests.get(
+        f"{server.url}/contoso/v2.0/.well-known/openid-configuration",
+        verify=str(server.ca_file),
+        timeout=10,
+    ).json()
     base = f"{server.url}/contoso/oauth2/v2.0"
     assert config["issuer"] == f"{server.url}/contoso/v2.0"
     assert config["authorization_endpoint"] == f"{base}/authorize"
@@ -165,10 +202,18 @@ def test_the_redirect_goes_to_the_loopback_uri_asked_with_the_state(server: Auth
     _, challenge = pkce()
     server.signed_in = USER
     for redirect in ("http://127.0.0.1:40001/", "http://localhost:9/oauth/cb?x=1"):
-        where, query = redirected(authorize(
-            server, response_type="code", client_id=PUBLIC, redirect_uri=redirect,
-            scope=IMAP_GOOGLE, state="s t&ate", code_challenge=challenge,
-            code_challenge_method="S256"))
+        where, query = redirected(
+            authorize(
+                server,
+                response_type="code",
+                client_id=PUBLIC,
+                redirect_uri=redirect,
+                scope=IMAP_GOOGLE,
+                state="s t&ate",
+                code_challenge=challenge,
+                code_challenge_method="S256",
+            )
+        )
         assert where == redirect.split("?")[0]
         assert query["state"] == "s t&ate" and query["code"]
 
@@ -191,27 +236,43 @@ def test_a_missing_or_wrong_code_verifier_is_refused(server: AuthServer) -> None
 def test_pkce_s256_is_required_even_for_a_confidential_client(server: AuthServer) -> None:
     server.signed_in = USER
     _, challenge = pkce()
-    common = {"response_type": "code", "client_id": SECRET_ID, "redirect_uri": REDIRECT,
-              "state": "abc"}
+    common = {
+        "response_type": "code",
+        "client_id": SECRET_ID,
+        "redirect_uri": REDIRECT,
+        "state": "abc",
+    }
     _, query = redirected(authorize(server, **common))
     assert (query["error"], query["state"]) == ("invalid_request", "abc")
-    _, query = redirected(authorize(server, **common, code_challenge=challenge,
-                                    code_challenge_method="plain"))
+    _, query = redirected(
+        authorize(server, **common, code_challenge=challenge, code_challenge_method="plain")
+    )
     assert query["error"] == "invalid_request"
 
 
 def test_a_confidential_client_authenticates_by_post_or_basic(server: AuthServer) -> None:
     for auth in ("post", "basic", "wrong"):
         code, verifier = code_for(server, client_id=SECRET_ID)
-        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
-                "code_verifier": verifier}
+        data = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        }
         if auth == "post":
             data |= {"client_id": SECRET_ID, "client_secret": SECRET}
-            answer = requests.post(server.url + "/token", data=data, verify=str(server.ca_file), timeout=10)
+            answer = requests.post(
+                server.url + "/token", data=data, verify=str(server.ca_file), timeout=10
+            )
         else:
             secret = SECRET if auth == "basic" else "not-it"
-            answer = requests.post(server.url + "/token", data=data, auth=(SECRET_ID, secret),
-                                   verify=str(server.ca_file), timeout=10)
+            answer = requests.post(
+                server.url + "/token",
+                data=data,
+                auth=(SECRET_ID, secret),
+                verify=str(server.ca_file),
+                timeout=10,
+            )
         if auth == "wrong":
             assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
         else:
@@ -223,26 +284,51 @@ def test_a_confidential_client_authenticates_by_post_or_basic(server: AuthServer
 def test_nobody_signed_in_means_access_denied_with_the_state(server: AuthServer) -> None:
     _, challenge = pkce()
     server.signed_in = None
-    where, query = redirected(authorize(
-        server, response_type="code", client_id=PUBLIC, redirect_uri=REDIRECT,
-        scope=IMAP_GOOGLE, state="q", code_challenge=challenge, code_challenge_method="S256"))
+    where, query = redirected(
+        authorize(
+            server,
+            response_type="code",
+            client_id=PUBLIC,
+            redirect_uri=REDIRECT,
+            scope=IMAP_GOOGLE,
+            state="q",
+            code_challenge=challenge,
+            code_challenge_method="S256",
+        )
+    )
     assert where == REDIRECT and (query["error"], query["state"]) == ("access_denied", "q")
     assert "code" not in query
     server.signed_in = "stranger@example.org"  # not a user of this server
-    _, query = redirected(authorize(
-        server, response_type="code", client_id=PUBLIC, redirect_uri=REDIRECT, state="q",
-        code_challenge=challenge, code_challenge_method="S256"))
+    _, query = redirected(
+        authorize(
+            server,
+            response_type="code",
+            client_id=PUBLIC,
+            redirect_uri=REDIRECT,
+            state="q",
+            code_challenge=challenge,
+            code_challenge_method="S256",
+        )
+    )
     assert query["error"] == "access_denied"
 
 
 def test_a_bad_client_or_redirect_uri_is_not_redirected_to(server: AuthServer) -> None:
     server.signed_in = USER
     _, challenge = pkce()
-    for client_id, redirect in (("nobody", REDIRECT), (PUBLIC, "https://evil.example/cb"),
-                                (PUBLIC, "http://192.0.2.1:8080/cb")):
-        answer = authorize(server, response_type="code", client_id=client_id,
-                           redirect_uri=redirect, code_challenge=challenge,
-                           code_challenge_method="S256")
+    for client_id, redirect in (
+        ("nobody", REDIRECT),
+        (PUBLIC, "https://evil.example/cb"),
+        (PUBLIC, "http://192.0.2.1:8080/cb"),
+    ):
+        answer = authorize(
+            server,
+            response_type="code",
+            client_id=client_id,
+            redirect_uri=redirect,
+            code_challenge=challenge,
+            code_challenge_method="S256",
+        )
         assert answer.status_code == 400 and "Location" not in answer.headers
         assert answer.json()["error"] in ("invalid_client", "invalid_request")
 
@@ -268,8 +354,11 @@ def test_refresh_rotates_and_revokes_the_old_token_at_once(server: AuthServer) -
     assert server.refresh_tokens(USER) == [second["refresh_token"]]
     assert error_of(refresh(server, first["refresh_token"])) == "invalid_grant"
     assert refresh(server, second["refresh_token"]).status_code == 200
-    assert server.grants == [("authorization_code", USER), ("refresh_token", USER),
-                             ("refresh_token", USER)]
+    assert server.grants == [
+        ("authorization_code", USER),
+        ("refresh_token", USER),
+        ("refresh_token", USER),
+    ]
     assert introspect(server, first["access_token"])["active"] is True  # until it expires
 
 
@@ -301,7 +390,10 @@ def test_a_refresh_token_past_its_lifetime_is_refused_google_style() -> None:
 def test_a_refresh_asking_a_wider_scope_is_refused(server: AuthServer) -> None:
     code, verifier = code_for(server, scope=IMAP_GOOGLE)
     token = exchange(server, code, verifier).json()
-    assert error_of(refresh(server, token["refresh_token"], scope=f"{IMAP_GOOGLE} openid")) == "invalid_scope"
+    assert (
+        error_of(refresh(server, token["refresh_token"], scope=f"{IMAP_GOOGLE} openid"))
+        == "invalid_scope"
+    )
 
 
 # -- expiry, revocation, introspection ----------------------------------------------------------
@@ -352,23 +444,34 @@ def test_introspection_is_plain_http_on_loopback_and_needs_no_client(server: Aut
     token = exchange(server, code, verifier).json()
     as_refresh = introspect(server, token["refresh_token"])
     assert as_refresh["active"] is True and as_refresh["username"] == USER
-    not_here = requests.post(server.url + "/introspect", data={"token": token["access_token"]},
-                             verify=str(server.ca_file), timeout=10)
+    not_here = requests.post(
+        server.url + "/introspect",
+        data={"token": token["access_token"]},
+        verify=str(server.ca_file),
+        timeout=10,
+    )
     assert not_here.status_code == 404
 
 
 # -- device authorization ------------------------------------------------------------------------
 
 
-def device_start(server: AuthServer, path: str = "/device/code", scope: str = IMAP_GOOGLE) -> dict[str, Any]:
+def device_start(
+    server: AuthServer, path: str = "/device/code", scope: str = IMAP_GOOGLE
+) -> dict[str, Any]:
     answer = post(server, path, client_id=PUBLIC, scope=scope)
     assert answer.status_code == 200, answer.text
     return answer.json()  # type: ignore[no-any-return]
 
 
 def device_poll(server: AuthServer, device_code: str, path: str = "/token") -> requests.Response:
-    return post(server, path, grant_type="urn:ietf:params:oauth:grant-type:device_code",
-                device_code=device_code, client_id=PUBLIC)
+    return post(
+        server,
+        path,
+        grant_type="urn:ietf:params:oauth:grant-type:device_code",
+        device_code=device_code,
+        client_id=PUBLIC,
+    )
 
 
 def test_device_flow_with_plain_requests(server: AuthServer) -> None:
@@ -386,7 +489,10 @@ def test_device_flow_with_plain_requests(server: AuthServer) -> None:
     token = answer.json()
     assert claims(token["id_token"])["preferred_username"] == USER and token["refresh_token"]
     assert introspect(server, token["access_token"])["username"] == USER
-    assert error_of(device_poll(server, flow["device_code"])) in ("invalid_request", "invalid_grant")
+    assert error_of(device_poll(server, flow["device_code"])) in (
+        "invalid_request",
+        "invalid_grant",
+    )
     assert server.grants == [("urn:ietf:params:oauth:grant-type:device_code", USER)]
 
 
@@ -407,19 +513,30 @@ def test_device_flow_declined_or_expired(server: AuthServer) -> None:
 
 def test_authlib_oauth2_session_code_flow_and_refresh() -> None:
     with started(rotate=False) as server:
-        with OAuth2Session(SECRET_ID, SECRET, scope=f"openid email {IMAP_GOOGLE}",
-                           redirect_uri=REDIRECT, code_challenge_method="S256",
-                           token_endpoint_auth_method="client_secret_post") as client:
+        with OAuth2Session(
+            SECRET_ID,
+            SECRET,
+            scope=f"openid email {IMAP_GOOGLE}",
+            redirect_uri=REDIRECT,
+            code_challenge_method="S256",
+            token_endpoint_auth_method="client_secret_post",
+        ) as client:
             client.verify = str(server.ca_file)
             client.trust_env = False  # else REQUESTS_CA_BUNDLE, if set, overrides verify
             verifier = secrets.token_urlsafe(48)
-            uri, state = client.create_authorization_url(server.url + "/o/oauth2/auth",
-                                                         code_verifier=verifier)
+            uri, state = client.create_authorization_url(
+                server.url + "/o/oauth2/auth", code_verifier=verifier
+            )
             server.signed_in = USER
-            browser = requests.get(uri, verify=str(server.ca_file), allow_redirects=False, timeout=10)
-            token = client.fetch_token(server.url + "/token",
-                                       authorization_response=browser.headers["Location"],
-                                       state=state, code_verifier=verifier)
+            browser = requests.get(
+                uri, verify=str(server.ca_file), allow_redirects=False, timeout=10
+            )
+            token = client.fetch_token(
+                server.url + "/token",
+                authorization_response=browser.headers["Location"],
+                state=state,
+                code_verifier=verifier,
+            )
             assert claims(token["id_token"])["email"] == USER
             refreshed = client.refresh_token(server.url + "/token")
             assert refreshed["access_token"] != token["access_token"]
@@ -436,8 +553,11 @@ class Msal:
         self.http.verify = str(server.ca_file)
         self.http.trust_env = False  # else REQUESTS_CA_BUNDLE, if set, overrides verify
         self.app = msal.PublicClientApplication(
-            PUBLIC, authority=f"{server.url}/{tenant}", instance_discovery=False,
-            http_client=self.http)
+            PUBLIC,
+            authority=f"{server.url}/{tenant}",
+            instance_discovery=False,
+            http_client=self.http,
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -458,13 +578,16 @@ def signed_in_with_msal(server: AuthServer, app: Msal) -> dict[str, Any]:
     return result  # type: ignore[no-any-return]
 
 
-def test_msal_device_flow_polls_until_the_user_approves(microsoft: AuthServer, ms_app: Msal) -> None:
+def test_msal_device_flow_polls_until_the_user_approves(
+    microsoft: AuthServer, ms_app: Msal
+) -> None:
     flow = ms_app.app.initiate_device_flow(scopes=[IMAP_MS])
     assert flow["interval"] == 1
     assert flow["verification_uri"] == f"{microsoft.url}/devicelogin"
     assert flow["message"] == (
         f"To sign in, use a web browser to open the page {microsoft.url}/devicelogin "
-        f"and enter the code {flow['user_code']} to authenticate.")
+        f"and enter the code {flow['user_code']} to authenticate."
+    )
     waits: list[int] = []
 
     def user_acts_while_the_app_waits(flow: dict[str, Any]) -> bool:
@@ -473,7 +596,9 @@ def test_msal_device_flow_polls_until_the_user_approves(microsoft: AuthServer, m
         waits.append(1)
         return False
 
-    result = ms_app.app.acquire_token_by_device_flow(flow, exit_condition=user_acts_while_the_app_waits)
+    result = ms_app.app.acquire_token_by_device_flow(
+        flow, exit_condition=user_acts_while_the_app_waits
+    )
     assert "access_token" in result, result
     assert waits  # it was pending at first
     assert result["id_token_claims"]["preferred_username"] == USER
@@ -509,7 +634,9 @@ def test_msal_silent_refresh_rotates(microsoft: AuthServer, ms_app: Msal) -> Non
     assert again and "access_token" in again, again
 
 
-def test_msal_after_revocation_gets_invalid_grant_aadsts50173(microsoft: AuthServer, ms_app: Msal) -> None:
+def test_msal_after_revocation_gets_invalid_grant_aadsts50173(
+    microsoft: AuthServer, ms_app: Msal
+) -> None:
     first = signed_in_with_msal(microsoft, ms_app)
     microsoft.revoke(USER)
     assert introspect(microsoft, first["access_token"]) == {"active": False}
@@ -542,4 +669,3 @@ def test_the_clock_starts_at_real_time_and_only_moves_forward(server: AuthServer
     assert server.now() - before >= 3600
     with pytest.raises(ValueError):
         server.advance(-1)
-

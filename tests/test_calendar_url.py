@@ -85,15 +85,26 @@ def test_a_redirect_from_elsewhere_never_leads_to_this_machine() -> None:
     local = "http://127.0.0.1:8080/cal.ics"
     assert calendar_url_problem(local, redirected_from="http://localhost:9/x") is None
     assert calendar_url_problem(local, redirected_from="https://calendar.example.org/x")
-    assert calendar_url_problem("https://localhost/cal.ics",
-                                redirected_from="https://calendar.example.org/x")
-    assert calendar_url_problem("https://cdn.example.net/x.ics",
-                                redirected_from="https://calendar.example.org/x") is None
+    assert calendar_url_problem(
+        "https://localhost/cal.ics", redirected_from="https://calendar.example.org/x"
+    )
+    assert (
+        calendar_url_problem(
+            "https://cdn.example.net/x.ics", redirected_from="https://calendar.example.org/x"
+        )
+        is None
+    )
 
 
 HOSTS = {
-    "127.0.0.1": True, "localhost": True, "LocalHost": True, "[::1]": True, "127.9.9.9": True,
-    "evil.example": False, "192.0.2.1": False, "[2001:db8::1]": False,
+    "127.0.0.1": True,
+    "localhost": True,
+    "LocalHost": True,
+    "[::1]": True,
+    "127.9.9.9": True,
+    "evil.example": False,
+    "192.0.2.1": False,
+    "[2001:db8::1]": False,
 }
 
 
@@ -102,8 +113,17 @@ HOSTS = {
     user=st.sampled_from(["", "127.0.0.1@", "localhost:80@", "u:p@", "@"]),
     host=st.sampled_from(sorted(HOSTS)),
     port=st.sampled_from(["", ":80", ":8443"]),
-    tail=st.sampled_from(["", "/", "/cal.ics", "/x#@127.0.0.1/", "?a=@localhost", "#@evil.example",
-                          "/x?token=s3cret"]),
+    tail=st.sampled_from(
+        [
+            "",
+            "/",
+            "/cal.ics",
+            "/x#@127.0.0.1/",
+            "?a=@localhost",
+            "#@evil.example",
+            "/x?token=s3cret",
+        ]
+    ),
 )
 def test_the_rule_agrees_with_how_the_url_was_built(
     scheme: str, user: str, host: str, port: str, tail: str

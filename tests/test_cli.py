@@ -21,8 +21,11 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     import os
 
     return subprocess.run(
-        [sys.executable, "-m", "inbox_guard", *args], capture_output=True, text=True,
-        timeout=120, env={**os.environ, **(env or {})},
+        [sys.executable, "-m", "inbox_guard", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -35,8 +38,9 @@ def test_check_lists_clients_and_next_sessions(practice: Practice) -> None:
 
 
 def test_check_connect_reports_inbox_and_drafts(practice: Practice, account: Account) -> None:
-    done = run("--config", str(practice.config), "check", "--connect",
-               env={PASSWORD_ENV: account.password})
+    done = run(
+        "--config", str(practice.config), "check", "--connect", env={PASSWORD_ENV: account.password}
+    )
     assert done.returncode == 0, done.stderr
     assert "login ok" in done.stdout
     assert "SPECIAL-USE" in done.stdout
@@ -54,9 +58,7 @@ def test_wrong_password_is_status_3_and_never_echoed(practice: Practice) -> None
     assert debug.returncode == 3 and secret not in debug.stdout + debug.stderr
 
 
-def test_unreachable_server_is_status_3(
-    tmp_path: Path, account: Account
-) -> None:
+def test_unreachable_server_is_status_3(tmp_path: Path, account: Account) -> None:
     account.server = type(account.server).__new__(type(account.server))
     account.server.port = free_port()  # nothing listens here
     p = write_practice(tmp_path, account)
@@ -72,7 +74,10 @@ def test_unset_password_env_is_a_config_error(practice: Practice) -> None:
     env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
     done = subprocess.run(
         [sys.executable, "-m", "inbox_guard", "--config", str(practice.config), "once"],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert done.returncode == 2
     assert f"account.password_env: environment variable {PASSWORD_ENV} is not set" in done.stderr

@@ -16,28 +16,7 @@ from inbox_guard.cli import main
 from inbox_guard.config import load, load_all
 from inbox_guard.errors import ConfigError
 
-GOOD = """\
-timezone = "Europe/London"
-[therapist]
-name = "Alex"
-email = "alex@example.org"
-emergency_text = "Call 999."
-[account]
-host = "imap.example.org"
-username = "alex"
-password_env = "IG_PW"
-[hours]
-mon = ["09:00-17:00"]
-"""
-JANE = 'name = "Jane"\nemails = ["jane@example.org"]\n'
-
-
-def write(tmp: Path, main: str = GOOD, clients: dict[str, str] | None = None) -> Path:
-    (tmp / "clients").mkdir(exist_ok=True)
-    for name, text in (clients if clients is not None else {"jane": JANE}).items():
-        (tmp / "clients" / f"{name}.toml").write_text(text)
-    (tmp / "main.toml").write_text(main)
-    return tmp / "main.toml"
+from .configs import GOOD, JANE, write
 
 
 def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
@@ -54,13 +33,13 @@ MAIN_MISTAKES = [
     ("bad zone", "timezone: 'Mars/Olympus' is not an IANA time zone"),
     ("9-17", "hours.mon: '9-17' is not an interval"),
     ("overlap", "hours.tue: intervals 09:00-13:00 and 12:00-17:00 overlap"),
-    ("plain remote", "account: security = \"plain\" is only allowed to a loopback host"),
+    ("plain remote", 'account: security = "plain" is only allowed to a loopback host'),
     ("no password", "account: no password source"),
     ("literal password", "account: passwords do not belong in config files"),
     ("digest to stranger", "digest.to 'x@elsewhere.org' must be one of therapist.addresses"),
     ("bad closed", "hours.closed: '2026-13-01' is not a date"),
-    ("smtp without section", "digest.deliver = \"smtp\" needs an [smtp] section"),
-    ("xoauth2 without helper", "account: auth = \"xoauth2\" needs token_command"),
+    ("smtp without section", 'digest.deliver = "smtp" needs an [smtp] section'),
+    ("xoauth2 without helper", 'account: auth = "xoauth2" needs token_command'),
 ]
 
 
@@ -95,23 +74,40 @@ def test_main_file_mistakes_name_file_and_key(tmp_path: Path, case: str, expecte
 @pytest.mark.parametrize(
     ("clients", "expected"),
     [
-        ({"jane": JANE, "jd": 'name = "J"\nemails = ["JANE@example.org"]\n'},
-         "jd.toml: emails: 'jane@example.org' is also a client email in"),
-        ({"jane": JANE + 'sessions = { rrule = "FREQ=FORTNIGHTLY", start = "2026-09-02T10:00" }\n'},
-         "jane.toml: sessions: 'FREQ=FORTNIGHTLY' is not a valid RRULE"),
-        ({"jane": 'name = "Jane"\nemails = ["not-an-address"]\n'},
-         "jane.toml: emails: 'not-an-address' is not an email address"),
-        ({"jane": 'name = "Jane"\nemails = ["alex@example.org"]\n'},
-         "jane.toml: emails: 'alex@example.org' is one of the therapist's addresses"),
+        (
+            {"jane": JANE, "jd": 'name = "J"\nemails = ["JANE@example.org"]\n'},
+            "jd.toml: emails: 'jane@example.org' is also a client email in",
+        ),
+        (
+            {
+                "jane": JANE
+                + 'sessions = { rrule = "FREQ=FORTNIGHTLY", start = "2026-09-02T10:00" }\n'
+            },
+            "jane.toml: sessions: 'FREQ=FORTNIGHTLY' is not a valid RRULE",
+        ),
+        (
+            {"jane": 'name = "Jane"\nemails = ["not-an-address"]\n'},
+            "jane.toml: emails: 'not-an-address' is not an email address",
+        ),
+        (
+            {"jane": 'name = "Jane"\nemails = ["alex@example.org"]\n'},
+            "jane.toml: emails: 'alex@example.org' is one of the therapist's addresses",
+        ),
         ({"jane": 'name = "Jane"\n'}, "jane.toml: emails: required key is missing"),
-        ({"jane": 'name = "Jane"\nemails = ["j@x.org"]\nactive = "yes please"\n'},
-         "jane.toml: active:"),
+        (
+            {"jane": 'name = "Jane"\nemails = ["j@x.org"]\nactive = "yes please"\n'},
+            "jane.toml: active:",
+        ),
         ({"jane": "name = \n"}, "jane.toml: not valid TOML"),
-        ({"jane": JANE + 'draft_template = "gentle.txt.j2"\n'},
-         "jane.toml: draft_template: "),
-        ({"jane": JANE + 'draft_template = "../../etc/passwd"\n'},
-         "jane.toml: draft_template: '../../etc/passwd' must be a file name"),
-        ({"jane": JANE + '[hours]\nmon = ["9-5"]\n'}, "jane.toml: hours.mon: '9-5' is not an interval"),
+        ({"jane": JANE + 'draft_template = "gentle.txt.j2"\n'}, "jane.toml: draft_template: "),
+        (
+            {"jane": JANE + 'draft_template = "../../etc/passwd"\n'},
+            "jane.toml: draft_template: '../../etc/passwd' must be a file name",
+        ),
+        (
+            {"jane": JANE + '[hours]\nmon = ["9-5"]\n'},
+            "jane.toml: hours.mon: '9-5' is not an interval",
+        ),
     ],
 )
 def test_client_file_mistakes_name_file_and_key(
@@ -127,7 +123,9 @@ def test_cli_reports_config_error_in_one_line_with_status_2(tmp_path: Path) -> N
     path = write(tmp_path, mutate("9-17"))
     done = subprocess.run(
         [sys.executable, "-m", "inbox_guard", "--config", str(path), "check"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert done.stdout == ""
@@ -139,13 +137,20 @@ def test_cli_reports_config_error_in_one_line_with_status_2(tmp_path: Path) -> N
 def test_missing_config_file_is_status_2(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "inbox_guard", "--config", str(tmp_path / "nope.toml"), "check"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert (done.returncode, done.stderr.strip()) == (2, f"inbox-guard: {tmp_path}/nope.toml: file not found")
+    assert (done.returncode, done.stderr.strip()) == (
+        2,
+        f"inbox-guard: {tmp_path}/nope.toml: file not found",
+    )
 
 
 TOML_VALUES = st.recursive(
-    st.none().map(lambda _: '""') | st.integers().map(str) | st.booleans().map(str).map(str.lower)
+    st.none().map(lambda _: '""')
+    | st.integers().map(str)
+    | st.booleans().map(str).map(str.lower)
     | st.text(max_size=20).map(lambda t: '"' + t.replace("\\", "").replace('"', "") + '"'),
     lambda inner: st.lists(inner, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"),
     max_leaves=5,
@@ -154,10 +159,38 @@ TOML_VALUES = st.recursive(
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    section=st.sampled_from(["", "[therapist]\n", "[account]\n", "[hours]\n", "[triage]\n",
-                             "[digest]\n", "[agenda]\n", "[state]\n", "[risk]\n"]),
-    key=st.sampled_from(["timezone", "name", "email", "host", "port", "security", "mon",
-                         "closed", "drafts", "keyword", "at", "days", "to", "path", "x"]),
+    section=st.sampled_from(
+        [
+            "",
+            "[therapist]\n",
+            "[account]\n",
+            "[hours]\n",
+            "[triage]\n",
+            "[digest]\n",
+            "[agenda]\n",
+            "[state]\n",
+            "[risk]\n",
+        ]
+    ),
+    key=st.sampled_from(
+        [
+            "timezone",
+            "name",
+            "email",
+            "host",
+            "port",
+            "security",
+            "mon",
+            "closed",
+            "drafts",
+            "keyword",
+            "at",
+            "days",
+            "to",
+            "path",
+            "x",
+        ]
+    ),
     value=TOML_VALUES,
 )
 def test_fuzzed_config_values_fail_only_as_config_errors(
@@ -202,20 +235,26 @@ def assert_one_line(err: str, file: Path, key: str, problem: str) -> None:
 
 LATER_FAILURES = [
     # IMAP keywords are 7-bit atoms; the server would refuse "$Außer" at the first STORE.
-    ("[triage]\nkeyword = \"$Außer\"\n", "triage.keyword", "'$Außer' is not a valid IMAP keyword"),
-    ("[risk]\nkeyword = \"$Dringend\u00a0\"\n", "risk.keyword", "is not a valid IMAP keyword"),
-    ("[risk]\nkeyword = \"$Achtung]\"\n", "risk.keyword", "is not a valid IMAP keyword"),
+    ('[triage]\nkeyword = "$Außer"\n', "triage.keyword", "'$Außer' is not a valid IMAP keyword"),
+    ('[risk]\nkeyword = "$Dringend\u00a0"\n', "risk.keyword", "is not a valid IMAP keyword"),
+    ('[risk]\nkeyword = "$Achtung]"\n', "risk.keyword", "is not a valid IMAP keyword"),
     # digest.at is split on ":" by the scheduler.
-    ("[digest]\nat = \"0730\"\n", "digest.at", "'0730' is not a time like \"07:30\""),
-    ("[digest]\nat = \"07:30:00\"\n", "digest.at", "HH:MM"),
+    ('[digest]\nat = "0730"\n', "digest.at", "'0730' is not a time like \"07:30\""),
+    ('[digest]\nat = "07:30:00"\n', "digest.at", "HH:MM"),
     # retain_days becomes a timedelta.
-    ("[state]\nretain_days = 1000000000\n", "state.retain_days",
-     "1000000000 is out of range: keep between 1 and 3650 days"),
+    (
+        "[state]\nretain_days = 1000000000\n",
+        "state.retain_days",
+        "1000000000 is out of range: keep between 1 and 3650 days",
+    ),
     ("[state]\nretain_days = 0\n", "state.retain_days", "keep between 1 and 3650 days"),
     # Far-future dates overflow when they meet a time zone or a horizon.
-    ("closed = [\"2026-12-24..9999-12-31\"]\n", "hours.closed",
-     "is out of range (dates from 2000-01-01 to 2100-12-31)"),
-    ("closed = [\"1066-10-14\"]\n", "hours.closed", "is out of range"),
+    (
+        'closed = ["2026-12-24..9999-12-31"]\n',
+        "hours.closed",
+        "is out of range (dates from 2000-01-01 to 2100-12-31)",
+    ),
+    ('closed = ["1066-10-14"]\n', "hours.closed", "is out of range"),
 ]
 
 
@@ -230,19 +269,38 @@ def test_check_catches_main_file_values_that_would_fail_later(
 
 
 CLIENT_LATER_FAILURES = [
-    ('sessions = { dates = ["2026-11-25T10:00", "9999-12-31T23:30"] }\n', "sessions.dates",
-     "9999-12-31T23:30:00 is out of range (dates from 2000-01-01 to 2100-12-31)"),
-    ('sessions = { rrule = "FREQ=WEEKLY", start = "9999-12-29T10:00" }\n', "sessions.start",
-     "is out of range"),
-    ('[hours]\nmon = ["09:00-17:00"]\nclosed = ["9999-12-31"]\n', "hours.closed",
-     "is out of range"),
+    (
+        'sessions = { dates = ["2026-11-25T10:00", "9999-12-31T23:30"] }\n',
+        "sessions.dates",
+        "9999-12-31T23:30:00 is out of range (dates from 2000-01-01 to 2100-12-31)",
+    ),
+    (
+        'sessions = { rrule = "FREQ=WEEKLY", start = "9999-12-29T10:00" }\n',
+        "sessions.start",
+        "is out of range",
+    ),
+    (
+        '[hours]\nmon = ["09:00-17:00"]\nclosed = ["9999-12-31"]\n',
+        "hours.closed",
+        "is out of range",
+    ),
     # Finer than daily: every next-session lookup would walk millions of occurrences.
-    ('sessions = { rrule = "FREQ=SECONDLY", start = "2026-11-16T07:59" }\n', "sessions",
-     "'FREQ=SECONDLY' repeats more often than daily"),
-    ('sessions = { rrule = "FREQ=HOURLY;INTERVAL=24", start = "2026-11-16T07:00" }\n',
-     "sessions", "repeats more often than daily"),
-    ('sessions = { rrule = "FREQ=DAILY;BYMINUTE=0,10,20,30,40,50", '
-     'start = "2026-11-16T07:00" }\n', "sessions", "gives 6 start times a day"),
+    (
+        'sessions = { rrule = "FREQ=SECONDLY", start = "2026-11-16T07:59" }\n',
+        "sessions",
+        "'FREQ=SECONDLY' repeats more often than daily",
+    ),
+    (
+        'sessions = { rrule = "FREQ=HOURLY;INTERVAL=24", start = "2026-11-16T07:00" }\n',
+        "sessions",
+        "repeats more often than daily",
+    ),
+    (
+        'sessions = { rrule = "FREQ=DAILY;BYMINUTE=0,10,20,30,40,50", '
+        'start = "2026-11-16T07:00" }\n',
+        "sessions",
+        "gives 6 start times a day",
+    ),
 ]
 
 
@@ -250,8 +308,9 @@ CLIENT_LATER_FAILURES = [
 def test_check_catches_client_values_that_would_fail_later(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, key: str, problem: str
 ) -> None:
-    path = write(tmp_path, GOOD.replace("Europe/London", "America/New_York"),
-                 clients={"jane": JANE + extra})
+    path = write(
+        tmp_path, GOOD.replace("Europe/London", "America/New_York"), clients={"jane": JANE + extra}
+    )
     code, out, err = check(path, capsys)
     assert (code, out) == (2, "")
     assert_one_line(err, tmp_path / "clients" / "jane.toml", key, problem)
@@ -262,8 +321,22 @@ def test_keywords_are_exactly_the_imap_atoms() -> None:
 
     for ok in ("$OutOfHours", "$Needs_Attention", "NonJunk", "$a!#&'+,-./:;<=>?@[^`|}~"):
         assert Triage(keyword=ok).keyword == ok and Risk(keyword=ok).keyword == ok
-    for bad in ("", "$Außer", "\\Flagged", "$a b", "$a(", "$a)", "$a{", "$a%", "$a*", '$a"',
-                "$a]", "$a\x7f", "$a\t", "$ä"):
+    for bad in (
+        "",
+        "$Außer",
+        "\\Flagged",
+        "$a b",
+        "$a(",
+        "$a)",
+        "$a{",
+        "$a%",
+        "$a*",
+        '$a"',
+        "$a]",
+        "$a\x7f",
+        "$a\t",
+        "$ä",
+    ):
         with pytest.raises(ValidationError):
             Triage(keyword=bad)
 
@@ -295,9 +368,11 @@ def test_digest_time_must_be_hh_mm(tmp_path: Path, at: str) -> None:
 
 @pytest.mark.parametrize(
     ("now", "problem"),
-    [("9999-12-31T23:59+00:00", "'9999-12-31T23:59+00:00' is out of range"),
-     ("1970-01-01T00:00", "is out of range (dates from 2000-01-01 to 2100-12-31)"),
-     ("next tuesday", "'next tuesday' is not ISO 8601")],
+    [
+        ("9999-12-31T23:59+00:00", "'9999-12-31T23:59+00:00' is out of range"),
+        ("1970-01-01T00:00", "is out of range (dates from 2000-01-01 to 2100-12-31)"),
+        ("next tuesday", "'next tuesday' is not ISO 8601"),
+    ],
 )
 def test_now_outside_the_range_is_a_one_line_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], now: str, problem: str
@@ -352,12 +427,15 @@ def test_a_client_file_name_must_be_a_valid_id(
     assert_one_line(err, cfile, "file name", f"{name!r} is not a valid client id")
 
 
-def test_hidden_client_files_are_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hidden_client_files_are_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`...toml` would be the client ".." whose agenda notes land beside, not inside, the
     agenda folder; like an editor's `.#jane.toml` it is hidden, and skipped."""
     other = 'name = "X"\nemails = ["x@example.org"]\n'
-    path = write(tmp_path, clients={"jane": JANE, "..": other, ".#jane": "not toml ((",
-                                    ".jane": other})
+    path = write(
+        tmp_path, clients={"jane": JANE, "..": other, ".#jane": "not toml ((", ".jane": other}
+    )
     assert sorted(load(path).clients) == ["jane"]
     code, out, err = check(path, capsys)
     assert (code, err) == (0, "")
@@ -400,13 +478,19 @@ def test_state_path_that_is_not_a_state_file_is_refused_and_left_alone(
     path = write(tmp_path, GOOD + f'[state]\npath = "{state}"\n')
     (tmp_path / "short").write_bytes(b"SQLite")
     target = tmp_path / state.split("/")[0]
-    before = (target.stat().st_mode, target.stat().st_mtime_ns,
-              target.read_bytes() if target.is_file() else None)
+    before = (
+        target.stat().st_mode,
+        target.stat().st_mtime_ns,
+        target.read_bytes() if target.is_file() else None,
+    )
     for command in ("check", "once"):
         code = main(["--config", str(path), command, "--now", "2026-11-16T08:00"])
         out, err = capsys.readouterr()
         assert (code, out) == (2, ""), command
         assert_one_line(err, path, "state.path", problem)
-    after = (target.stat().st_mode, target.stat().st_mtime_ns,
-             target.read_bytes() if target.is_file() else None)
+    after = (
+        target.stat().st_mode,
+        target.stat().st_mtime_ns,
+        target.read_bytes() if target.is_file() else None,
+    )
     assert after == before

@@ -24,8 +24,11 @@ def run(*args: str, password: str) -> subprocess.CompletedProcess[str]:
     """The real command line, in its own process: its logging is configured as a
     user's would be (under pytest, the root logger already has handlers)."""
     return subprocess.run(
-        [sys.executable, "-m", "inbox_guard", *args], capture_output=True, text=True,
-        timeout=120, env={**os.environ, PASSWORD_ENV: password},
+        [sys.executable, "-m", "inbox_guard", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, PASSWORD_ENV: password},
     )
 
 
@@ -33,26 +36,45 @@ def test_debug_log_shows_commands_not_contents_addresses_or_password(
     practice: Practice, account: Account
 ) -> None:
     secrets = {
-        "subject": "SUBJ-kestrel-4471", "body": "BODY-heron-9013",
-        "subject2": "SUBJ-plover-2218", "body2": "BODY-wren-5530",
+        "subject": "SUBJ-kestrel-4471",
+        "body": "BODY-heron-9013",
+        "subject2": "SUBJ-plover-2218",
+        "body2": "BODY-wren-5530",
     }
-    account.append(message(
-        subject=f"About {secrets['subject']}",
-        body=f"I keep thinking {secrets['body']} and I want to die.\n",
-    ), SUNDAY_NIGHT)
-    account.append(message(
-        sender=SAM, subject=f"Re: {secrets['subject2']}", body=f"{secrets['body2']}\n",
-    ), SUNDAY_NIGHT + timedelta(minutes=5))
+    account.append(
+        message(
+            subject=f"About {secrets['subject']}",
+            body=f"I keep thinking {secrets['body']} and I want to die.\n",
+        ),
+        SUNDAY_NIGHT,
+    )
+    account.append(
+        message(
+            sender=SAM,
+            subject=f"Re: {secrets['subject2']}",
+            body=f"{secrets['body2']}\n",
+        ),
+        SUNDAY_NIGHT + timedelta(minutes=5),
+    )
 
-    done = run("--config", str(practice.config), "--debug", "once", "--now", MONDAY_8,
-               password=account.password)
+    done = run(
+        "--config",
+        str(practice.config),
+        "--debug",
+        "once",
+        "--now",
+        MONDAY_8,
+        password=account.password,
+    )
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("scanned 2; flagged 2;"), done.stdout
     out = done.stdout + done.stderr
     # The debug log was on and shows the protocol: the header fetch, the text
     # window (so a body was read), the drafts appended, and the sizes read.
-    assert re.search(r"UID FETCH \S+ \((?:UID )?(?:FLAGS )?INTERNALDATE BODY\.PEEK\[HEADER\.FIELDS ", out)
+    assert re.search(
+        r"UID FETCH \S+ \((?:UID )?(?:FLAGS )?INTERNALDATE BODY\.PEEK\[HEADER\.FIELDS ", out
+    )
     assert re.search(r"UID FETCH \S+ \((?:UID )?BODY\.PEEK\[1\]<0\.\d+>\)", out)
     assert "APPEND" in out
     assert re.search(r"read literal size \d+", out)
@@ -68,9 +90,12 @@ def test_protocol_lines_are_rewritten() -> None:
     """The rewriting itself, on the lines imaplib and imapclient log."""
     from inbox_guard.mailbox.protocol_log import without_private
 
-    assert without_private(
-        "untagged_responses[FETCH] 0 += [\"(b'1 (UID 5 BODY[TEXT] {5}', b'hello')\"]"
-    ) == "untagged_responses[FETCH] += [28 bytes, not logged]"
+    assert (
+        without_private(
+            "untagged_responses[FETCH] 0 += [\"(b'1 (UID 5 BODY[TEXT] {5}', b'hello')\"]"
+        )
+        == "untagged_responses[FETCH] += [28 bytes, not logged]"
+    )
     assert without_private("   (literal) > b'From: jane'") == "   (literal) > [not logged]"
     assert without_private("> b' {11+}\\r\\nFrom: jane'") == (
         "> b' {11} [literal of 11 bytes, not logged]"
@@ -78,12 +103,16 @@ def test_protocol_lines_are_rewritten() -> None:
     assert without_private("> b'A1 LOGIN alex \"s3cret\"'") == (
         "> b'A1 LOGIN [arguments not logged]"
     )
-    assert without_private(
-        "< b'* 1 FETCH (BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"NAME\" \"scan.pdf\")))'"
-    ) == "< b'* 1 FETCH (BODYSTRUCTURE (\"...\" \"...\" (\"...\" \"...\")))'"
-    assert without_private(
-        "> b'A2 UID SEARCH SINCE 1-Nov-2026 OR FROM jane@example.org FROM \"Sam Lee\"'"
-    ) == "> b'A2 UID SEARCH SINCE 1-Nov-2026 OR FROM ... FROM ...'"
+    assert (
+        without_private('< b\'* 1 FETCH (BODYSTRUCTURE ("TEXT" "PLAIN" ("NAME" "scan.pdf")))\'')
+        == '< b\'* 1 FETCH (BODYSTRUCTURE ("..." "..." ("..." "...")))\''
+    )
+    assert (
+        without_private(
+            "> b'A2 UID SEARCH SINCE 1-Nov-2026 OR FROM jane@example.org FROM \"Sam Lee\"'"
+        )
+        == "> b'A2 UID SEARCH SINCE 1-Nov-2026 OR FROM ... FROM ...'"
+    )
 
 
 # -- passwords that are not ASCII ----------------------------------------------------
@@ -131,8 +160,7 @@ def test_a_non_ascii_password_logs_in(tmp_path: Path, unicode_dovecot: Dovecot) 
     done = run("--config", str(p.config), "check", "--connect", password=NON_ASCII)
     assert done.returncode == 0, done.stderr
     assert "login ok" in done.stdout
-    done = run("--config", str(p.config), "once", "--json", "--now", MONDAY_8,
-               password=NON_ASCII)
+    done = run("--config", str(p.config), "once", "--json", "--now", MONDAY_8, password=NON_ASCII)
     assert done.returncode == 0, done.stderr
 
 

@@ -18,8 +18,10 @@ from inbox_guard.sessions import Sessions, parse_rrule
 BASE: dict[str, Any] = {
     "timezone": "Europe/London",
     "therapist": {
-        "name": "Alex", "email": "alex@example.org",
-        "addresses": ["practice@example.org"], "emergency_text": "Call 999.",
+        "name": "Alex",
+        "email": "alex@example.org",
+        "addresses": ["practice@example.org"],
+        "emergency_text": "Call 999.",
     },
     "account": {"host": "localhost", "security": "plain", "username": "a", "password_env": "X"},
     "hours": {d: ["09:00-17:00"] for d in ("mon", "tue", "wed", "thu", "fri")},
@@ -29,15 +31,27 @@ BASE: dict[str, Any] = {
 def settings(drafts: str = "per-window") -> Settings:
     main = MainConfig.model_validate({**BASE, "triage": {"drafts": drafts}})
     jane = Client(
-        id="jane", name="Jane", emails=("jane@example.org",), active=True,
+        id="jane",
+        name="Jane",
+        emails=("jane@example.org",),
+        active=True,
         sessions=Sessions(rule=parse_rrule("FREQ=WEEKLY;BYDAY=WE", datetime(2026, 9, 2, 10))),
     )
-    pat = Client(id="pat", name="Pat", emails=("pat@example.com",), active=False, sessions=Sessions())
-    return Settings(path=Path("config/inbox-guard.toml"), main=main, clients={"jane": jane, "pat": pat})
+    pat = Client(
+        id="pat", name="Pat", emails=("pat@example.com",), active=False, sessions=Sessions()
+    )
+    return Settings(
+        path=Path("config/inbox-guard.toml"), main=main, clients={"jane": jane, "pat": pat}
+    )
 
 
-def arrival(uid: int, when: datetime, sender: str = "jane@example.org",
-            to: str = "alex@example.org", extra: str = "") -> Arrival:
+def arrival(
+    uid: int,
+    when: datetime,
+    sender: str = "jane@example.org",
+    to: str = "alex@example.org",
+    extra: str = "",
+) -> Arrival:
     raw = f"From: {sender}\r\nTo: {to}\r\nSubject: s{uid}\r\n{extra}".encode()
     return Arrival(uid, when, rules.parse(raw))
 
@@ -109,7 +123,8 @@ def test_never_two_drafts_for_one_window(offsets: list[int], mode: str) -> None:
     s = settings(mode)
     start = datetime(2026, 11, 2, tzinfo=UTC)
     cands = [
-        c for i, m in enumerate(offsets)
+        c
+        for i, m in enumerate(offsets)
         if (c := classify(arrival(i + 1, start + timedelta(minutes=m)), s)) is not None
     ]
     decisions = plan(cands, s, now=start)
@@ -125,8 +140,12 @@ def test_never_two_drafts_for_one_window(offsets: list[int], mode: str) -> None:
 def settings_with(**client_fields: object) -> Settings:
     base = settings()
     jane = Client(
-        id="jane", name="Jane", emails=("jane@example.org",), active=True,
-        sessions=base.clients["jane"].sessions, **client_fields,  # type: ignore[arg-type]
+        id="jane",
+        name="Jane",
+        emails=("jane@example.org",),
+        active=True,
+        sessions=base.clients["jane"].sessions,
+        **client_fields,  # type: ignore[arg-type]
     )
     return Settings(path=base.path, main=base.main, clients={"jane": jane})
 
@@ -140,8 +159,11 @@ def test_a_clients_own_contact_window_replaces_the_practices_hours() -> None:
     assert classify(arrival(2, monday_7pm), s) is None  # inside it
     # The practice's own closed dates still apply, and so do the client's.
     s2 = settings_with(hours=schema.Hours(mon=("18:00-20:00",)))
-    practice_closed = Settings(path=s2.path, clients=s2.clients, main=s2.main.model_copy(
-        update={"hours": schema.Hours(closed=("2026-11-23",))}))
+    practice_closed = Settings(
+        path=s2.path,
+        clients=s2.clients,
+        main=s2.main.model_copy(update={"hours": schema.Hours(closed=("2026-11-23",))}),
+    )
     assert classify(arrival(3, monday_7pm), practice_closed) is not None
     assert classify(arrival(4, datetime(2026, 11, 30, 19, 0, tzinfo=UTC)), s) is not None
 

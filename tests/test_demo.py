@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import os
 import subprocess
 import sys
 import time
@@ -25,10 +26,14 @@ def test_demo_output_matches_what_the_embedded_server_holds(tmp_path: Path) -> N
     for uid in seeded:
         assert ("\\Flagged" in run.inbox[uid][0]) == (uid in flagged), uid
     # Nothing moved or deleted; the only additions are the alert and the digest, to Alex.
-    added = [email.message_from_bytes(raw, policy=default_policy)
-             for uid, (_, raw) in run.inbox.items() if uid not in seeded]
+    added = [
+        email.message_from_bytes(raw, policy=default_policy)
+        for uid, (_, raw) in run.inbox.items()
+        if uid not in seeded
+    ]
     assert seeded <= run.inbox.keys()
     assert sorted(str(m["To"]) for m in added) == ["alex@example.org", "alex@example.org"]
+    assert run.digest.message is not None
     subjects = sorted(str(m["Subject"]) for m in added)
     assert subjects == [run.digest.message["Subject"], ALERT_SUBJECT]
     assert [f["risk"] for f in run.result.flagged].count(True) == 1
@@ -38,8 +43,14 @@ def test_demo_output_matches_what_the_embedded_server_holds(tmp_path: Path) -> N
     # One draft per flagged message that called for one, addressed to the client.
     drafted = sorted(f["uid"] for f in run.result.flagged if f["draft"])
     assert len(run.drafts) == len(drafted) == 3
-    drafts = [email.message_from_bytes(raw, policy=default_policy) for _, raw in run.drafts.values()]
-    assert {d["To"] for d in drafts} == {"jane@example.org", "sam.lee@example.net", "robin@example.com"}
+    drafts = [
+        email.message_from_bytes(raw, policy=default_policy) for _, raw in run.drafts.values()
+    ]
+    assert {d["To"] for d in drafts} == {
+        "jane@example.org",
+        "sam.lee@example.net",
+        "robin@example.com",
+    }
     assert all({"\\Draft", "\\Seen"} <= flags for flags, _ in run.drafts.values())
     assert f"Drafts folder: {len(run.drafts)} holding replies" in text
 
@@ -49,9 +60,14 @@ def test_demo_output_matches_what_the_embedded_server_holds(tmp_path: Path) -> N
     assert first.get_content().strip().splitlines()[0] in text
 
     # The table tells each kind of decision.
-    for phrase in ["in hours: left alone", "no draft (window)", "no draft (not-addressed)",
-                   "machine-written (mailing-list)", "machine-written (auto-submitted)",
-                   "not a client: left alone"]:
+    for phrase in [
+        "in hours: left alone",
+        "no draft (window)",
+        "no draft (not-addressed)",
+        "machine-written (mailing-list)",
+        "machine-written (auto-submitted)",
+        "not a client: left alone",
+    ]:
         assert phrase in text, phrase
 
     # Agenda files printed are the files written, and they hold one line per contact.
@@ -65,10 +81,16 @@ def test_demo_output_matches_what_the_embedded_server_holds(tmp_path: Path) -> N
         assert p.read_text().rstrip() in text
 
 
-def test_demo_command_runs_quickly_and_cleans_up() -> None:
+def test_demo_command_runs_quickly_and_cleans_up(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"  # the demo's temporary folder goes here, and must go
+    scratch.mkdir()
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "inbox_guard", "demo"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "inbox_guard", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
@@ -76,6 +98,7 @@ def test_demo_command_runs_quickly_and_cleans_up() -> None:
     assert "One draft in full:" in done.stdout
     assert "The demo's files were removed" in done.stdout
     assert done.stderr == ""
+    assert list(scratch.iterdir()) == []
 
 
 def test_the_demo_table_keeps_its_columns_apart(tmp_path: Path) -> None:
@@ -83,8 +106,8 @@ def test_the_demo_table_keeps_its_columns_apart(tmp_path: Path) -> None:
     demo.show(demo.run(tmp_path / "demo"), lines.append)
     header = next(i for i, line in enumerate(lines) if line.startswith("received (local)"))
     starts = [lines[header].index(name) for name in ("from", "subject", "what inbox-guard did")]
-    rows = lines[header + 1:lines.index("", header)]
+    rows = lines[header + 1 : lines.index("", header)]
     assert len(rows) >= 8
     for row in rows:
         for start in starts:  # every column begins where its heading does, after a gap
-            assert row[start - 2:start] == "  " and row[start] != " ", row
+            assert row[start - 2 : start] == "  " and row[start] != " ", row

@@ -50,16 +50,20 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert exe, "inbox-guard is not installed"
     path = tmp_path / "inbox-guard.service"
     path.write_text(unit.replace("/usr/local/bin/inbox-guard", exe))
-    done = subprocess.run(["systemd-analyze", "verify", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=120
+    )
     problems = [line for line in done.stderr.splitlines() if "inbox-guard.service" in line]
     assert problems == [], done.stderr
     for hardening in ("DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes"):
         assert hardening in unit
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the container runs Dovecot as root, "
-                    "dropping to the user mail: only root can do that here")
+@pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="the container runs Dovecot as root, "
+    "dropping to the user mail: only root can do that here",
+)
 def test_the_development_dovecot_config_accepts_its_user() -> None:
     """deploy/dovecot-dev/dovecot.conf as shipped, on this machine's Dovecot, with only
     its paths moved into a private folder and a loopback port: the dev user logs in
@@ -78,28 +82,51 @@ def test_the_development_dovecot_config_accepts_its_user() -> None:
     mail.mkdir()
     shutil.chown(mail, "mail", "mail")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=dovecot", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-addext", "basicConstraints=critical,CA:TRUE", "-keyout", str(certs / "dev.key"),
-         "-out", str(certs / "dev.pem")], check=True, capture_output=True)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=dovecot",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-keyout",
+            str(certs / "dev.key"),
+            "-out",
+            str(certs / "dev.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     users = server.root / "users"
     users.write_text("alex@example.org:{PLAIN}dev-password\n")
-    moved = (shipped.replace("/certs/", f"{certs}/").replace("/srv/mail", str(mail))
-             .replace("/etc/dovecot/users", str(users))
-             .replace("listen = *", "listen = 127.0.0.1")
-             .replace("log_path = /dev/stderr", f"log_path = {server.root}/dovecot.log")
-             .replace("port = 993", f"port = {server.tls_port}")
-             # a plain listener on loopback only to see the server greet
-             .replace("port = 0", f"port = {server.port}"))
+    moved = (
+        shipped.replace("/certs/", f"{certs}/")
+        .replace("/srv/mail", str(mail))
+        .replace("/etc/dovecot/users", str(users))
+        .replace("listen = *", "listen = 127.0.0.1")
+        .replace("log_path = /dev/stderr", f"log_path = {server.root}/dovecot.log")
+        .replace("port = 993", f"port = {server.tls_port}")
+        # a plain listener on loopback only to see the server greet
+        .replace("port = 0", f"port = {server.port}")
+    )
     (server.root / "run").mkdir()
     (server.root / "state").mkdir()
-    server.conf.write_text(f"base_dir = {server.root}/run\nstate_dir = {server.root}/state\n"
-                           f"instance_name = ig-dev-{server.port}\n{moved}")
+    server.conf.write_text(
+        f"base_dir = {server.root}/run\nstate_dir = {server.root}/state\n"
+        f"instance_name = ig-dev-{server.port}\n{moved}"
+    )
     server.start()
     try:
         context = ssl.create_default_context(cafile=str(certs / "dev.pem"))
-        with IMAPClient("127.0.0.1", port=server.tls_port, ssl=True,
-                        ssl_context=context) as c:
+        with IMAPClient("127.0.0.1", port=server.tls_port, ssl=True, ssl_context=context) as c:
             try:
                 c.login("alex@example.org", "dev-password")
             except Exception as exc:  # the server's log says why, e.g. the uid
@@ -118,10 +145,18 @@ def test_the_front_door_runs_the_demo_through_scripts_demo() -> None:
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## Try it, test it", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     assert [line.split("#")[0].strip() for line in block.splitlines()] == [
-        "scripts/demo", "scripts/check"]
+        "scripts/demo",
+        "scripts/check",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
     env["INBOX_GUARD_VENV"] = sys.prefix
-    done = subprocess.run([str(ROOT / "scripts" / "demo")], capture_output=True, text=True,
-                          timeout=300, env=env, cwd="/")
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd="/",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("inbox-guard demo: a sample practice"), done.stdout[:500]

@@ -67,11 +67,13 @@ def test_the_proxy_reads_commands_past_literals() -> None:
     body = b"Subject: x\r\n\r\nA1 UID STORE 1 +FLAGS (x)\r\nA2 LOGOUT\r\n"
     stream = [
         b'A3 APPEND "Drafts" (\\Draft) {%d+}\r\n' % len(body) + body[:20],
-        body[20:] + b' (\\Draft) {3}\r\n',  # MULTIAPPEND: a second message, synchronising
+        body[20:] + b" (\\Draft) {3}\r\n",  # MULTIAPPEND: a second message, synchronising
         b"abc\r\nA4 UID ST",
         b"ORE 5 +FLAGS.SILENT ($x)\r\n",
     ]
     lines = Lines()
     seen = [line for chunk in stream for line in lines.feed(chunk)]
-    assert seen == [b'A3 APPEND "Drafts" (\\Draft) {%d+}' % len(body),
-                    b"A4 UID STORE 5 +FLAGS.SILENT ($x)"]
+    assert seen == [
+        b'A3 APPEND "Drafts" (\\Draft) {%d+}' % len(body),
+        b"A4 UID STORE 5 +FLAGS.SILENT ($x)",
+    ]

@@ -40,8 +40,10 @@ class _Reader(imaplib.IMAP4):
         self.host, self.port, self.file = host, port, io.BytesIO(self._raw)
 
     def _connect(self) -> None:  # no greeting, no CAPABILITY: just the answer below
-        self.tagre = re.compile(rb"(?P<tag>T\d+) (?P<type>[A-Z]+) (?P<data>.*)", re.ASCII)
-        self._cmd_log_len, self._cmd_log_idx, self._cmd_log = 10, 0, {}
+        # imaplib matches tagged lines as bytes (its stubs say str)
+        self.tagre = re.compile(rb"(?P<tag>T\d+) (?P<type>[A-Z]+) (?P<data>.*)", re.ASCII)  # type: ignore[arg-type]
+        self._cmd_log: dict[int, object] = {}
+        self._cmd_log_len, self._cmd_log_idx = 10, 0
 
 
 def imaplib_data(untagged: bytes) -> list[Any]:
@@ -62,6 +64,7 @@ def imapclient_parse(data: list[Any]) -> dict[int, dict[bytes, Any]]:
 
 # -- responses as servers write them -------------------------------------------------
 
+
 def _quoted(text: str) -> bytes:
     return b'"' + text.encode().replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
@@ -72,7 +75,8 @@ def _literal(data: bytes) -> bytes:
 
 dates = st.one_of(
     st.datetimes(
-        min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1),
+        min_value=datetime(1990, 1, 1),
+        max_value=datetime(2090, 1, 1),
         timezones=st.sampled_from(
             [UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=30))]
         ),
@@ -80,11 +84,21 @@ dates = st.one_of(
     st.just(" 5-Nov-2026 08:00:00 +0000"),  # day padded with a space (RFC 3501 date-day-fixed)
     st.just("not a date"),
 )
-sections = st.sampled_from([
-    "", "TEXT", "1", "1.2", "HEADER", "HEADER.FIELDS (FROM TO)", "header.fields (from)",
-    "HEADER.FIELDS (MESSAGE-ID SUBJECT)", "HEADER.FIELDS.NOT (RECEIVED)",
-    'HEADER.FIELDS ("FROM" "TO")', 'HEADER.FIELDS ("Message-ID")',  # as Courier quotes them
-])
+sections = st.sampled_from(
+    [
+        "",
+        "TEXT",
+        "1",
+        "1.2",
+        "HEADER",
+        "HEADER.FIELDS (FROM TO)",
+        "header.fields (from)",
+        "HEADER.FIELDS (MESSAGE-ID SUBJECT)",
+        "HEADER.FIELDS.NOT (RECEIVED)",
+        'HEADER.FIELDS ("FROM" "TO")',
+        'HEADER.FIELDS ("Message-ID")',  # as Courier quotes them
+    ]
+)
 body_values = st.one_of(
     st.binary(max_size=40).map(_literal),
     st.binary(max_size=40).map(_literal),  # literals are the usual case: twice as likely
@@ -93,14 +107,17 @@ body_values = st.one_of(
 )
 flag_lists = st.lists(
     st.sampled_from(["\\Seen", "\\Answered", "\\Flagged", "$OutOfHours", "NonJunk", "$label1"]),
-    unique=True, max_size=4,
+    unique=True,
+    max_size=4,
 )
 
 
 def _body() -> st.SearchStrategy[bytes]:
     return st.builds(
         lambda section, origin, value: b"BODY[%s]%s %s" % (section.encode(), origin, value),
-        sections, st.sampled_from([b"", b"<0>", b"<100>"]), body_values,
+        sections,
+        st.sampled_from([b"", b"<0>", b"<100>"]),
+        body_values,
     )
 
 
@@ -116,10 +133,13 @@ ATTRIBUTES: list[st.SearchStrategy[bytes]] = [
     st.just(b"INTERNALDATE NIL"),
     _body(),
     _body(),  # a second section: two literals in one response
-    st.sampled_from([
-        b"MODSEQ (12345)", b"X-GM-MSGID 1278455344230334865",
-        b'BODYSTRUCTURE ("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 12 1 NIL NIL NIL)',
-    ]),
+    st.sampled_from(
+        [
+            b"MODSEQ (12345)",
+            b"X-GM-MSGID 1278455344230334865",
+            b'BODYSTRUCTURE ("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 12 1 NIL NIL NIL)',
+        ]
+    ),
 ]
 
 
@@ -131,11 +151,16 @@ def fetch_responses(draw: st.DrawFn) -> bytes:
     return b"* %d FETCH (%s)\r\n" % (draw(st.integers(1, 40)), b" ".join(ordered))
 
 
-unsolicited = st.sampled_from([
-    b"* 3 EXPUNGE\r\n", b"* 41 EXISTS\r\n", b"* 2 RECENT\r\n",
-    b"* 7 FETCH (FLAGS (\\Seen))\r\n", b"* 9 FETCH (UID 9 FLAGS ())\r\n",
-    b"* OK [HIGHESTMODSEQ 99] Highest\r\n",
-])
+unsolicited = st.sampled_from(
+    [
+        b"* 3 EXPUNGE\r\n",
+        b"* 41 EXISTS\r\n",
+        b"* 2 RECENT\r\n",
+        b"* 7 FETCH (FLAGS (\\Seen))\r\n",
+        b"* 9 FETCH (UID 9 FLAGS ())\r\n",
+        b"* OK [HIGHESTMODSEQ 99] Highest\r\n",
+    ]
+)
 
 
 @st.composite
@@ -146,14 +171,19 @@ def regular_responses(draw: st.DrawFn) -> bytes:
     ordered = draw(st.permutations(simple))
     if draw(st.booleans()):
         section = draw(st.sampled_from(["TEXT", "1", "HEADER.FIELDS (FROM TO SUBJECT)"]))
-        ordered.append(b"BODY[%s]%s %s" % (
-            section.encode(), draw(st.sampled_from([b"", b"<0>"])),
-            _literal(draw(st.binary(max_size=40))),
-        ))
+        ordered.append(
+            b"BODY[%s]%s %s"
+            % (
+                section.encode(),
+                draw(st.sampled_from([b"", b"<0>"])),
+                _literal(draw(st.binary(max_size=40))),
+            )
+        )
     return b"* %d FETCH (%s)\r\n" % (draw(st.integers(1, 40)), b" ".join(ordered))
 
 
 # -- the parser ----------------------------------------------------------------------
+
 
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(fetch_responses(), fetch_responses(), unsolicited), max_size=6))
@@ -176,7 +206,8 @@ def test_courier_order_keeps_internaldate_and_size() -> None:
     come after its literal, on the line that ends the response."""
     header = b"From: jane@example.org\r\nTo: alex@example.org\r\n\r\n"
     data = imaplib_data(
-        b'* 1 FETCH (UID 5 BODY[HEADER.FIELDS ("FROM" "TO")] ' + _literal(header)
+        b'* 1 FETCH (UID 5 BODY[HEADER.FIELDS ("FROM" "TO")] '
+        + _literal(header)
         + b' INTERNALDATE "15-Nov-2026 23:40:00 +0000" RFC822.SIZE 456)\r\n'
     )
     assert data == [
@@ -184,10 +215,14 @@ def test_courier_order_keeps_internaldate_and_size() -> None:
         b' INTERNALDATE "15-Nov-2026 23:40:00 +0000" RFC822.SIZE 456)',
     ]
     parsed = parse_fetch(data)
-    assert parsed == {5: {
-        b"SEQ": 1, b'BODY[HEADER.FIELDS ("FROM" "TO")]': header,
-        b"INTERNALDATE": SUNDAY_NIGHT, b"RFC822.SIZE": 456,
-    }}
+    assert parsed == {
+        5: {
+            b"SEQ": 1,
+            b'BODY[HEADER.FIELDS ("FROM" "TO")]': header,
+            b"INTERNALDATE": SUNDAY_NIGHT,
+            b"RFC822.SIZE": 456,
+        }
+    }
     assert parsed[5][b"INTERNALDATE"].utcoffset() == timedelta(0)  # aware, as sent
     assert parse_fetch_fast(data) is None  # a continuation after the literal
 
@@ -206,15 +241,18 @@ def test_dovecot_order_takes_the_fast_path() -> None:
     assert parse_fetch_fast(data) == expected == imapclient_parse(data)
 
 
-@pytest.mark.parametrize("response", [
-    b"* 1 FETCH (UID 5 BODY[TEXT] NIL)\r\n",
-    b'* 1 FETCH (UID 5 BODY[TEXT] "quoted")\r\n',
-    b"* 1 FETCH (UID 5 MODSEQ (7) BODY[TEXT] {1}\r\nx)\r\n",
-    b"* 1 FETCH (UID 5 INTERNALDATE NIL BODY[TEXT] {1}\r\nx)\r\n",
-    b"* 1 FETCH (UID 5 RFC822.SIZE 007 BODY[TEXT] {1}\r\nx)\r\n",  # imapclient keeps b"007"
-    b"* 1 FETCH (UID 5 FLAGS (NIL) BODY[TEXT] {1}\r\nx)\r\n",
-    b"* 1 FETCH (uid 5 BODY[TEXT] {1}\r\nx)\r\n",
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"* 1 FETCH (UID 5 BODY[TEXT] NIL)\r\n",
+        b'* 1 FETCH (UID 5 BODY[TEXT] "quoted")\r\n',
+        b"* 1 FETCH (UID 5 MODSEQ (7) BODY[TEXT] {1}\r\nx)\r\n",
+        b"* 1 FETCH (UID 5 INTERNALDATE NIL BODY[TEXT] {1}\r\nx)\r\n",
+        b"* 1 FETCH (UID 5 RFC822.SIZE 007 BODY[TEXT] {1}\r\nx)\r\n",  # imapclient keeps b"007"
+        b"* 1 FETCH (UID 5 FLAGS (NIL) BODY[TEXT] {1}\r\nx)\r\n",
+        b"* 1 FETCH (uid 5 BODY[TEXT] {1}\r\nx)\r\n",
+    ],
+)
 def test_anything_irregular_goes_to_imapclient(response: bytes) -> None:
     data = imaplib_data(response)
     assert parse_fetch_fast(data) is None
@@ -222,6 +260,7 @@ def test_anything_irregular_goes_to_imapclient(response: bytes) -> None:
 
 
 # -- end to end ----------------------------------------------------------------------
+
 
 def _check_fetch_headers(box: Mailbox, uids: dict[int, datetime]) -> None:
     box.open("INBOX", read_only=True)
@@ -234,8 +273,11 @@ def _check_fetch_headers(box: Mailbox, uids: dict[int, datetime]) -> None:
 
 
 def test_fetch_headers_on_dovecot_in_either_order(practice: Practice, account: Account) -> None:
-    uids = {account.append(message(), SUNDAY_NIGHT + timedelta(minutes=i)):
-            SUNDAY_NIGHT + timedelta(minutes=i) for i in range(3)}
+    uids = {
+        account.append(message(), SUNDAY_NIGHT + timedelta(minutes=i)): SUNDAY_NIGHT
+        + timedelta(minutes=i)
+        for i in range(3)
+    }
     box = Mailbox.connect(config.load(practice.config).main.account, account.password)
     try:
         _check_fetch_headers(box, uids)
@@ -248,12 +290,18 @@ def test_fetch_headers_on_a_server_answering_in_the_order_asked() -> None:
     INTERNALDATE comes after the header's literal, and no message may be skipped."""
     with EmbeddedServer("alex@example.org", "pw-embedded") as server:
         seeder = Seeder(server)
-        uids = {seeder.append("INBOX", message(), SUNDAY_NIGHT + timedelta(minutes=i)):
-                SUNDAY_NIGHT + timedelta(minutes=i) for i in range(3)}
+        uids = {
+            seeder.append("INBOX", message(), SUNDAY_NIGHT + timedelta(minutes=i)): SUNDAY_NIGHT
+            + timedelta(minutes=i)
+            for i in range(3)
+        }
         seeder.close()
         account = schema.Account(
-            host="127.0.0.1", port=server.port, security="plain",
-            username="alex@example.org", password_env="UNUSED",
+            host="127.0.0.1",
+            port=server.port,
+            security="plain",
+            username="alex@example.org",
+            password_env="UNUSED",
         )
         box = Mailbox.connect(account, "pw-embedded")
         try:
@@ -266,7 +314,9 @@ def test_special_use_attributes_are_matched_without_regard_to_case() -> None:
     from inbox_guard.mailbox import special_folder
 
     # Cyrus lists a folder its configuration makes the Drafts folder as "\drafts".
-    listing = [((b"\\HasNoChildren",), b"/", "Drafts"),
-               ((b"\\HasNoChildren", b"\\drafts"), b"/", "Brouillons")]
+    listing = [
+        ((b"\\HasNoChildren",), b"/", "Drafts"),
+        ((b"\\HasNoChildren", b"\\drafts"), b"/", "Brouillons"),
+    ]
     assert special_folder(listing, b"\\Drafts") == "Brouillons"
     assert special_folder(listing[:1], b"\\Drafts") is None

@@ -16,9 +16,19 @@ from inbox_guard.errors import ConfigError
 from inbox_guard.service import Service
 from inbox_guard.store import Store
 
-from .conftest import CLIENTS, PASSWORD_ENV, Account, Capsys, Practice, message, write_practice
+from .conftest import (
+    CLIENTS,
+    PASSWORD_ENV,
+    Account,
+    Capsys,
+    Practice,
+    fire,
+    message,
+    out_of_hours_recently,
+    wait_for,
+    write_practice,
+)
 from .dovecot import Dovecot, free_port
-from .test_service import fire, out_of_hours_recently, wait_for
 
 KW = b"$OutOfHours"
 
@@ -34,7 +44,7 @@ def group_folder(tmp_path: Path, alex: Account, bea_port: int) -> Path:
             text = text.replace(f"port = {alex.port}", f"port = {bea_port}")
             text = text.replace(f'username = "{alex.user}"', 'username = "bea"')
         text += f'\n[agenda]\ndir = "{name}/agendas"\n\n[state]\npath = "{name}/state.sqlite3"\n'
-        text = text.replace('[triage]\n', f'[triage]\nclients_dir = "{name}/clients"\n')
+        text = text.replace("[triage]\n", f'[triage]\nclients_dir = "{name}/clients"\n')
         (folder / f"{name}.toml").write_text(text)
         shutil.copytree(src.config.parent / "clients", folder / name / "clients")
     return folder
@@ -47,7 +57,10 @@ def test_one_practitioners_dead_server_does_not_stop_the_others_pass(
     folder = group_folder(tmp_path, account, bea_port=free_port())
     uid = account.append(message(), out_of_hours_recently())
     practices = load_all(folder)
-    assert [(p.path.name, p.name) for p in practices] == [("alex.toml", "alex"), ("bea.toml", "bea")]
+    assert [(p.path.name, p.name) for p in practices] == [
+        ("alex.toml", "alex"),
+        ("bea.toml", "bea"),
+    ]
     services = [Service(s, name=s.name) for s in practices]
     try:
         for s in services:
@@ -100,14 +113,19 @@ def silent_server() -> Iterator[SilentServer]:
 
 
 def test_one_practitioners_hung_server_does_not_delay_the_others_pass(
-    tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
     silent_server: SilentServer,
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, account.password)
     folder = group_folder(tmp_path, account, bea_port=silent_server.port)
     bea_file = folder / "bea.toml"
-    bea_file.write_text(bea_file.read_text().replace(
-        'security = "plain"\n', 'security = "plain"\ntimeout_seconds = 600\n'))
+    bea_file.write_text(
+        bea_file.read_text().replace(
+            'security = "plain"\n', 'security = "plain"\ntimeout_seconds = 600\n'
+        )
+    )
     uid = account.append(message(), out_of_hours_recently())
     alex, bea = (Service(s, name=s.name) for s in load_all(folder))
     try:
@@ -139,8 +157,11 @@ def test_two_practitioners_on_live_servers_have_separate_state(
         folder = group_folder(tmp_path, account, bea_port=other.port)
         # Bea's password comes from its own variable.
         bea = folder / "bea.toml"
-        bea.write_text(bea.read_text().replace(f'password_env = "{PASSWORD_ENV}"',
-                                               'password_env = "BEA_PASSWORD"'))
+        bea.write_text(
+            bea.read_text().replace(
+                f'password_env = "{PASSWORD_ENV}"', 'password_env = "BEA_PASSWORD"'
+            )
+        )
         monkeypatch.setenv("BEA_PASSWORD", bea_password)
         Account(other, bea_user, bea_password).append(message(), out_of_hours_recently())
         account.append(message(), out_of_hours_recently())
@@ -160,7 +181,9 @@ def test_two_practitioners_on_live_servers_have_separate_state(
 def test_two_practitioners_cannot_share_a_state_file(tmp_path: Path, account: Account) -> None:
     folder = group_folder(tmp_path, account, bea_port=free_port())
     bea = folder / "bea.toml"
-    bea.write_text(bea.read_text().replace('path = "bea/state.sqlite3"', 'path = "alex/state.sqlite3"'))
+    bea.write_text(
+        bea.read_text().replace('path = "bea/state.sqlite3"', 'path = "alex/state.sqlite3"')
+    )
     with pytest.raises(ConfigError, match="is also the state file of"):
         load_all(folder)
 
@@ -201,8 +224,15 @@ def inline_practice(tmp_path: Path, alex: Account, bea_port: int, bea_user: str 
         for cid, text in CLIENTS.items():
             (cfg / "clients" / name / f"{cid}.toml").write_text(text)
     main = cfg / "group.toml"
-    main.write_text(INLINE.format(alex_port=alex.port, alex_user=alex.user, alex_env=PASSWORD_ENV,
-                                  bea_port=bea_port, bea_user=bea_user))
+    main.write_text(
+        INLINE.format(
+            alex_port=alex.port,
+            alex_user=alex.user,
+            alex_env=PASSWORD_ENV,
+            bea_port=bea_port,
+            bea_user=bea_user,
+        )
+    )
     return main
 
 
@@ -219,23 +249,39 @@ def test_accounts_in_one_file_share_defaults_and_keep_their_own_places(
     cfg = main.parent
     assert (alex.clients_dir, bea.clients_dir) == (cfg / "clients/alex", cfg / "clients/bea")
     assert (alex.agenda_dir, bea.agenda_dir) == (cfg / "agendas/alex", cfg / "agendas/bea")
-    assert (alex.state_path, bea.state_path) == (cfg / "state/alex.sqlite3",
-                                                 cfg / "state/bea.sqlite3")
+    assert (alex.state_path, bea.state_path) == (
+        cfg / "state/alex.sqlite3",
+        cfg / "state/bea.sqlite3",
+    )
     assert (load(main, "bea").name, load(main, "bea").state_path) == ("bea", bea.state_path)
-    with pytest.raises(ConfigError, match=r"holds 2 practitioners \(alex, bea\); choose one with --account"):
+    with pytest.raises(
+        ConfigError, match=r"holds 2 practitioners \(alex, bea\); choose one with --account"
+    ):
         load(main)
-    with pytest.raises(ConfigError, match=r"--account: no practitioner 'cleo' here \(there are: alex, bea\)"):
+    with pytest.raises(
+        ConfigError, match=r"--account: no practitioner 'cleo' here \(there are: alex, bea\)"
+    ):
         load(main, "cleo")
 
 
 @pytest.mark.parametrize(
     ("change", "error"),
-    [(('id = "bea"', 'id = "alex"'), r"practitioner 'alex' is also in"),
-     (('id = "bea"\n', ""), r"accounts\[1\]\.id: required key is missing"),
-     (('id = "bea"', 'id = "../bea"'), r"accounts\[1\]\.id: '../bea' is not valid"),
-     (('language = "es"', 'language = "it"'), r"group.toml: accounts\[1\]\.therapist\.language: "),
-     (('[[accounts]]\nid = "bea"', '[[accounts]]\nid = "bea"\nstate = { path = "state/alex.sqlite3" }'),
-      r"\(bea\): state\.path: .* is also the state file of .*\(alex\)")],
+    [
+        (('id = "bea"', 'id = "alex"'), r"practitioner 'alex' is also in"),
+        (('id = "bea"\n', ""), r"accounts\[1\]\.id: required key is missing"),
+        (('id = "bea"', 'id = "../bea"'), r"accounts\[1\]\.id: '../bea' is not valid"),
+        (
+            ('language = "es"', 'language = "it"'),
+            r"group.toml: accounts\[1\]\.therapist\.language: ",
+        ),
+        (
+            (
+                '[[accounts]]\nid = "bea"',
+                '[[accounts]]\nid = "bea"\nstate = { path = "state/alex.sqlite3" }',
+            ),
+            r"\(bea\): state\.path: .* is also the state file of .*\(alex\)",
+        ),
+    ],
 )
 def test_accounts_mistakes_are_one_line_naming_the_account(
     tmp_path: Path, account: Account, change: tuple[str, str], error: str
@@ -249,8 +295,11 @@ def test_accounts_mistakes_are_one_line_naming_the_account(
 
 
 def test_accounts_in_one_file_run_independently_with_their_own_digests(
-    tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture, capsys: Capsys,
+    tmp_path: Path,
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: Capsys,
 ) -> None:
     """Two live servers, then Bea's goes down: Alex's passes and digests go on, and
     Bea's trouble is in Bea's state (for Bea's digest) and Bea's log lines only."""
@@ -282,8 +331,9 @@ def test_accounts_in_one_file_run_independently_with_their_own_digests(
             for s in services:
                 s.stop()
         cfg = main.parent
-        [digest] = [m["bytes"] for m in account.snapshot().values()
-                    if b"Out-of-hours digest" in m["bytes"]]
+        [digest] = [
+            m["bytes"] for m in account.snapshot().values() if b"Out-of-hours digest" in m["bytes"]
+        ]
         assert b"2 out-of-hours contacts from 1 client" in digest
         assert b"had trouble" not in digest  # Bea's outage is not Alex's news
         for name, n in (("alex", 2), ("bea", 3)):

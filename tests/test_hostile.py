@@ -35,8 +35,10 @@ def raw(headers: str, body: str = "Synthetic.\r\n") -> bytes:
 
 
 def drafts(account: Account) -> list[EmailMessage]:
-    return [email.message_from_bytes(m["bytes"], policy=default_policy)  # type: ignore[misc]
-            for m in account.snapshot("Drafts").values()]
+    return [
+        email.message_from_bytes(m["bytes"], policy=default_policy)
+        for m in account.snapshot("Drafts").values()
+    ]
 
 
 def test_broken_messages_are_handled_one_by_one(
@@ -44,27 +46,60 @@ def test_broken_messages_are_handled_one_by_one(
 ) -> None:
     t = SUNDAY_NIGHT
     u = {}
-    u["no-id"] = account.append(raw("From: jane@example.org\nTo: alex@example.org\nSubject: no id\n"), t)
-    u["dup-1"] = account.append(message(message_id="<same@example.org>", subject="dup"), t + timedelta(minutes=1))
-    u["dup-2"] = account.append(message(message_id="<same@example.org>", subject="dup"), t + timedelta(minutes=2))
+    u["no-id"] = account.append(
+        raw("From: jane@example.org\nTo: alex@example.org\nSubject: no id\n"), t
+    )
+    u["dup-1"] = account.append(
+        message(message_id="<same@example.org>", subject="dup"), t + timedelta(minutes=1)
+    )
+    u["dup-2"] = account.append(
+        message(message_id="<same@example.org>", subject="dup"), t + timedelta(minutes=2)
+    )
     u["no-from"] = account.append(raw("To: alex@example.org\nSubject: who?\n"), t)
-    u["charset"] = account.append(raw("From: jane@example.org\nTo: alex@example.org\n"
-                                      "Subject: =?x-unknown?q?hallo?=\n"
-                                      "Content-Type: text/plain; charset=x-unknown\n"), t + timedelta(minutes=3))
-    u["mime"] = account.append(raw("From: jane@example.org\nTo: alex@example.org\nSubject: mime\n"
-                                   "MIME-Version: 1.0\nContent-Type: multipart/mixed\n",
-                                   "--nothing\r\nbroken\r\n"), t + timedelta(minutes=4))
-    u["8bit"] = account.append("From: Jäne <jane@example.org>\r\nTo: alex@example.org\r\n"
-                               "Subject: Grüße, café\r\n\r\nx\r\n".encode(), t + timedelta(minutes=5))
-    u["latin1"] = account.append("From: jane@example.org\r\nTo: alex@example.org\r\n"
-                                 "Subject: caf\xe9\r\n\r\nx\r\n".encode("latin-1"), t + timedelta(minutes=6))
-    u["giant"] = account.append(raw("From: jane@example.org\nTo: alex@example.org\n"
-                                    "Subject: " + "long " * 20000 + "\n"
-                                    + "".join(f"X-Filler-{i}: {'y' * 900}\n" for i in range(200))),
-                                t + timedelta(minutes=7))
-    u["inject"] = account.append(raw("From: jane@example.org\nTo: alex@example.org\n"
-                                     "Subject: =?utf-8?q?Hello=0D=0ABcc:_evil@example.com?=\n"),
-                                 t + timedelta(minutes=8))
+    u["charset"] = account.append(
+        raw(
+            "From: jane@example.org\nTo: alex@example.org\n"
+            "Subject: =?x-unknown?q?hallo?=\n"
+            "Content-Type: text/plain; charset=x-unknown\n"
+        ),
+        t + timedelta(minutes=3),
+    )
+    u["mime"] = account.append(
+        raw(
+            "From: jane@example.org\nTo: alex@example.org\nSubject: mime\n"
+            "MIME-Version: 1.0\nContent-Type: multipart/mixed\n",
+            "--nothing\r\nbroken\r\n",
+        ),
+        t + timedelta(minutes=4),
+    )
+    u["8bit"] = account.append(
+        "From: Jäne <jane@example.org>\r\nTo: alex@example.org\r\n"
+        "Subject: Grüße, café\r\n\r\nx\r\n".encode(),
+        t + timedelta(minutes=5),
+    )
+    u["latin1"] = account.append(
+        "From: jane@example.org\r\nTo: alex@example.org\r\nSubject: caf\xe9\r\n\r\nx\r\n".encode(
+            "latin-1"
+        ),
+        t + timedelta(minutes=6),
+    )
+    u["giant"] = account.append(
+        raw(
+            "From: jane@example.org\nTo: alex@example.org\n"
+            "Subject: "
+            + "long " * 20000
+            + "\n"
+            + "".join(f"X-Filler-{i}: {'y' * 900}\n" for i in range(200))
+        ),
+        t + timedelta(minutes=7),
+    )
+    u["inject"] = account.append(
+        raw(
+            "From: jane@example.org\nTo: alex@example.org\n"
+            "Subject: =?utf-8?q?Hello=0D=0ABcc:_evil@example.com?=\n"
+        ),
+        t + timedelta(minutes=8),
+    )
     before = account.snapshot()
 
     result = practice.once_json(capsys, "--now", MONDAY_8)
@@ -87,17 +122,31 @@ def test_per_message_drafts_never_carry_injected_headers(
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, account.password)
     p = write_practice(tmp_path, account, drafts="per-message")
-    account.append(raw("From: jane@example.org\nTo: alex@example.org\n"
-                       "Subject: =?utf-8?q?Hi=0D=0ABcc:_evil@example.com=0D=0A=0D=0Abody?=\n"),
-                   SUNDAY_NIGHT)
-    account.append(raw("From: jane@example.org\nTo: alex@example.org\n"
-                       "Subject: " + "long " * 20000 + "\n"), SUNDAY_NIGHT + timedelta(minutes=1))
+    account.append(
+        raw(
+            "From: jane@example.org\nTo: alex@example.org\n"
+            "Subject: =?utf-8?q?Hi=0D=0ABcc:_evil@example.com=0D=0A=0D=0Abody?=\n"
+        ),
+        SUNDAY_NIGHT,
+    )
+    account.append(
+        raw("From: jane@example.org\nTo: alex@example.org\nSubject: " + "long " * 20000 + "\n"),
+        SUNDAY_NIGHT + timedelta(minutes=1),
+    )
     p.once_json(capsys, "--now", MONDAY_8)
     ds = drafts(account)
     assert len(ds) == 2
     for d in ds:
-        assert set(d.keys()) == {"From", "To", "Subject", "Date", "Message-ID", "Content-Type",
-                                 "Content-Transfer-Encoding", "MIME-Version"}
+        assert set(d.keys()) == {
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "Content-Type",
+            "Content-Transfer-Encoding",
+            "MIME-Version",
+        }
         assert d["To"] == JANE and "\n" not in d["Subject"]
 
 
@@ -107,15 +156,23 @@ def test_a_50_mb_attachment_is_never_downloaded(
     msg = EmailMessage(policy=SMTP_POLICY)
     msg["From"], msg["To"], msg["Subject"] = JANE, "alex@example.org", "scan"
     msg.set_content("please see the attached\n")
-    msg.add_attachment(b"\x01" * (50 * 1024 * 1024), maintype="application",
-                       subtype="octet-stream", filename="scan.bin")
+    msg.add_attachment(
+        b"\x01" * (50 * 1024 * 1024),
+        maintype="application",
+        subtype="octet-stream",
+        filename="scan.bin",
+    )
     account.append(msg.as_bytes(), SUNDAY_NIGHT)
     log = account.server.root / "dovecot.log"
     start = len(log.read_text())
     [flag] = practice.once_json(capsys, "--now", MONDAY_8)["flagged"]
     assert flag["draft"] is True
-    sent = [int(w.split("=")[1]) for line in log.read_text()[start:].splitlines()
-            for w in line.split() if w.startswith(("body_bytes=", "out="))]
+    sent = [
+        int(w.split("=")[1])
+        for line in log.read_text()[start:].splitlines()
+        for w in line.split()
+        if w.startswith(("body_bytes=", "out="))
+    ]
     assert sent and max(sent) < 100_000
 
 
@@ -124,12 +181,18 @@ def test_drafts_folder_missing_is_an_error_per_message_and_the_note_is_still_mad
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, account.password)
     p = write_practice(tmp_path, account)
-    p.config.write_text(p.config.read_text().replace(
-        'password_env = "IG_TEST_PASSWORD"', 'password_env = "IG_TEST_PASSWORD"\ndrafts = "Entwürfe"'))
+    p.config.write_text(
+        p.config.read_text().replace(
+            'password_env = "IG_TEST_PASSWORD"',
+            'password_env = "IG_TEST_PASSWORD"\ndrafts = "Entwürfe"',
+        )
+    )
     uid = account.append(message(), SUNDAY_NIGHT)
     result = p.once_json(capsys, "--now", MONDAY_8)
     assert result["flagged"] == []
-    assert result["errors"] == [{"uid": uid, "error": "draft: account.drafts: folder 'Entwürfe' does not exist"}]
+    assert result["errors"] == [
+        {"uid": uid, "error": "draft: account.drafts: folder 'Entwürfe' does not exist"}
+    ]
     assert account.snapshot()[uid]["flags"] == {KW}
     assert (p.agendas / "jane-doe" / "2026-11-18.md").exists()
     # The practitioner creates the folder; the next pass finishes the job.
@@ -149,13 +212,15 @@ def test_read_only_inbox_is_refused_in_one_line(
     for d in modes:
         d.chmod(0o555)
     try:
-        code, out, err = practice.run("once", "--now", MONDAY_8, capsys=capsys)
+        code, _out, err = practice.run("once", "--now", MONDAY_8, capsys=capsys)
     finally:
         for d, mode in modes.items():
             d.chmod(mode)
     assert code == 1
-    assert err.strip() == ("inbox-guard: the server opened 'INBOX' read-only, so messages cannot be "
-                           "marked; check the account's rights (nothing was changed)")
+    assert err.strip() == (
+        "inbox-guard: the server opened 'INBOX' read-only, so messages cannot be "
+        "marked; check the account's rights (nothing was changed)"
+    )
     assert account.snapshot()[uid] == before[uid]
 
 
@@ -166,8 +231,9 @@ def test_a_stalled_server_times_out_instead_of_hanging(
     with CutProxy(account.port) as proxy:
         proxy.set(Cut(at_command=b"UID FETCH", stall_seconds=30))
         text = practice.config.read_text().replace(f"port = {account.port}", f"port = {proxy.port}")
-        practice.config.write_text(text.replace('security = "plain"',
-                                                'security = "plain"\ntimeout_seconds = 1'))
+        practice.config.write_text(
+            text.replace('security = "plain"', 'security = "plain"\ntimeout_seconds = 1')
+        )
         code, _, err = practice.run("once", "--now", MONDAY_8, capsys=capsys)
     assert code == 3
     assert "timed out" in err
@@ -181,7 +247,9 @@ def test_expunged_before_marking_is_harmless(
     with CutProxy(account.port) as proxy:
         proxy.set(Cut(at_command=b"UID STORE", forward_first=False))
         original = practice.config.read_text()
-        practice.config.write_text(original.replace(f"port = {account.port}", f"port = {proxy.port}"))
+        practice.config.write_text(
+            original.replace(f"port = {account.port}", f"port = {proxy.port}")
+        )
         code, _, _ = practice.run("once", "--now", MONDAY_8, capsys=capsys)
         practice.config.write_text(original)
     assert code == 3  # decided and recorded, then cut before marking
@@ -194,7 +262,9 @@ def test_expunged_before_marking_is_harmless(
     assert account.snapshot()[other]["flags"] == {KW}
 
 
-def test_server_without_keywords_gets_flagged_instead(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_server_without_keywords_gets_flagged_instead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with EmbeddedServer("alex@example.org", "pw-embedded") as server:
         seeder = Seeder(server)
         seeder.create("Drafts")
@@ -235,31 +305,64 @@ mon = ["09:00-17:00"]
 
 SETTINGS = Settings(
     path=Path("c.toml"),
-    main=MainConfig.model_validate({
-        "timezone": "Europe/London",
-        "therapist": {"name": "Alex\r\nBcc: x@y.z", "email": "alex@example.org",
-                      "emergency_text": "Call 999."},
-        "account": {"host": "localhost", "security": "plain", "username": "a", "password_env": "X"},
-    }),
+    main=MainConfig.model_validate(
+        {
+            "timezone": "Europe/London",
+            "therapist": {
+                "name": "Alex\r\nBcc: x@y.z",
+                "email": "alex@example.org",
+                "emergency_text": "Call 999.",
+            },
+            "account": {
+                "host": "localhost",
+                "security": "plain",
+                "username": "a",
+                "password_env": "X",
+            },
+        }
+    ),
     clients={},
 )
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
-@given(raw_headers=st.dictionaries(
-    st.sampled_from(["Subject", "Message-ID", "References", "From"]),
-    st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=300), max_size=4))
-def test_any_headers_compose_into_a_draft_with_only_our_headers(raw_headers: dict[str, str]) -> None:
+@given(
+    raw_headers=st.dictionaries(
+        st.sampled_from(["Subject", "Message-ID", "References", "From"]),
+        st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=300),
+        max_size=4,
+    )
+)
+def test_any_headers_compose_into_a_draft_with_only_our_headers(
+    raw_headers: dict[str, str],
+) -> None:
     text = "".join(f"{k}: {v}\r\n" for k, v in raw_headers.items())
     h = rules.parse(text.encode("utf-8"))
     msg = compose.draft(
-        settings=SETTINGS, env=compose.template_env(None), subject=h.subject,
-        message_id=h.message_id, references=h.references, to=JANE, key="k" * 32,
-        session=None, risk=False, now=SUNDAY_NIGHT,
+        settings=SETTINGS,
+        env=compose.template_env(None),
+        subject=h.subject,
+        message_id=h.message_id,
+        references=h.references,
+        to=JANE,
+        key="k" * 32,
+        session=None,
+        risk=False,
+        now=SUNDAY_NIGHT,
     )
     back = email.message_from_bytes(msg.as_bytes(), policy=default_policy)
-    allowed = {"From", "To", "Subject", "Date", "Message-ID", "Content-Type",
-               "Content-Transfer-Encoding", "MIME-Version", "In-Reply-To", "References"}
+    allowed = {
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "MIME-Version",
+        "In-Reply-To",
+        "References",
+    }
     assert set(back.keys()) <= allowed
     assert back["To"] == JANE
     assert back["Subject"].startswith("Re: ")
@@ -273,11 +376,19 @@ def _encoded(text: str, times: int) -> str:
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
-@given(field=st.sampled_from(["Subject", "Message-ID", "References", "From"]),
-       times=st.integers(1, 3),
-       payload=st.sampled_from(["\r\nBcc: mallory@evil.example", "\nX-Evil: 1\n\n",
-                                "\r\nTo: x@y.z\r\nX-Ig: ", "\rSubject: two"]),
-       bracket=st.booleans())
+@given(
+    field=st.sampled_from(["Subject", "Message-ID", "References", "From"]),
+    times=st.integers(1, 3),
+    payload=st.sampled_from(
+        [
+            "\r\nBcc: mallory@evil.example",
+            "\nX-Evil: 1\n\n",
+            "\r\nTo: x@y.z\r\nX-Ig: ",
+            "\rSubject: two",
+        ]
+    ),
+    bracket=st.booleans(),
+)
 def test_encoded_words_in_any_header_never_add_a_header_to_the_draft(
     field: str, times: int, payload: str, bracket: bool
 ) -> None:
@@ -286,12 +397,22 @@ def test_encoded_words_in_any_header_never_add_a_header_to_the_draft(
         value = f"<{value}>"
     h = rules.parse(f"From: jane@example.org\r\n{field}: {value}\r\n".encode())
     msg = compose.draft(
-        settings=SETTINGS, env=compose.template_env(None), subject=h.subject,
-        message_id=h.message_id, references=h.references, to=JANE, key="k" * 32,
-        session=None, risk=False, now=SUNDAY_NIGHT,
+        settings=SETTINGS,
+        env=compose.template_env(None),
+        subject=h.subject,
+        message_id=h.message_id,
+        references=h.references,
+        to=JANE,
+        key="k" * 32,
+        session=None,
+        risk=False,
+        now=SUNDAY_NIGHT,
     )
     head = msg.as_bytes().split(b"\r\n\r\n", 1)[0].decode("ascii")
-    names = [line.split(":", 1)[0].lower() for line in head.split("\r\n")
-             if line and line[0] not in " \t"]
+    names = [
+        line.split(":", 1)[0].lower()
+        for line in head.split("\r\n")
+        if line and line[0] not in " \t"
+    ]
     assert sorted(names) == sorted(compose.DRAFT_HEADERS & set(names)), head
     assert len(names) == len(set(names)), head

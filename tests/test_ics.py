@@ -59,50 +59,81 @@ END:VEVENT
 END:VCALENDAR
 """
 
-JANE = Client(id="jane-doe", name="Jane", emails=("jane@example.org",), sessions=Sessions(),
-              active=True)
-SAM = Client(id="sam-lee", name="Sam", emails=("sam@example.net",), sessions=Sessions(),
-             active=True, calendar_summary="Sam L.")
+JANE = Client(
+    id="jane-doe", name="Jane", emails=("jane@example.org",), sessions=Sessions(), active=True
+)
+SAM = Client(
+    id="sam-lee",
+    name="Sam",
+    emails=("sam@example.net",),
+    sessions=Sessions(),
+    active=True,
+    calendar_summary="Sam L.",
+)
 
 
 def test_weekly_rule_exdate_cancelled_instance_and_summary_matching() -> None:
-    found = sessions_from_ics(ICS.encode(), [JANE, SAM], LONDON,
-                              datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 10, tzinfo=UTC))
+    found = sessions_from_ics(
+        ICS.encode(),
+        [JANE, SAM],
+        LONDON,
+        datetime(2026, 11, 1, tzinfo=UTC),
+        datetime(2026, 12, 10, tzinfo=UTC),
+    )
     assert found["jane-doe"] == (
-        datetime(2026, 11, 4, 10), datetime(2026, 11, 11, 10),  # 18th excluded, 25th cancelled
-        datetime(2026, 12, 2, 10), datetime(2026, 12, 9, 10),
+        datetime(2026, 11, 4, 10),
+        datetime(2026, 11, 11, 10),  # 18th excluded, 25th cancelled
+        datetime(2026, 12, 2, 10),
+        datetime(2026, 12, 9, 10),
     )
     assert found["sam-lee"] == (datetime(2026, 11, 19, 16),)  # the all-day event is not a session
 
 
 def test_a_broken_calendar_is_an_error() -> None:
     with pytest.raises(ValueError, match="not a readable iCalendar file"):
-        sessions_from_ics(b"BEGIN:VCALENDAR\nthis is not ical", [JANE], LONDON,
-                          datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+        sessions_from_ics(
+            b"BEGIN:VCALENDAR\nthis is not ical",
+            [JANE],
+            LONDON,
+            datetime(2026, 11, 1, tzinfo=UTC),
+            datetime(2026, 12, 1, tzinfo=UTC),
+        )
 
 
 def calendar_practice(root: Path, account: Account, ics_line: str, inline: bool = False) -> Path:
     """A practice whose sessions come from a calendar: ``[calendar]``, or with ``inline``
     the issue's ``sessions = { ... }`` spelling at the top of the main file."""
-    p = write_practice(root, account, extra="" if inline else f"""
+    p = write_practice(
+        root,
+        account,
+        extra=""
+        if inline
+        else f"""
         [calendar]
         {ics_line}
-        """)
+        """,
+    )
     if inline:
         text = p.config.read_text()
         top = 'timezone = "Europe/London"\n'
-        p.config.write_text(text.replace(top, top + f"sessions = {{ {ics_line.replace(chr(10), ', ')} }}\n"))
+        p.config.write_text(
+            text.replace(top, top + f"sessions = {{ {ics_line.replace(chr(10), ', ')} }}\n")
+        )
     clients = p.config.parent / "clients"
     (clients / "jane-doe.toml").write_text('name = "Jane Doe"\nemails = ["jane@example.org"]\n')
     (clients / "sam-lee.toml").write_text(
-        'name = "Sam"\nemails = ["sam@example.net"]\ncalendar_summary = "Sam L."\n')
+        'name = "Sam"\nemails = ["sam@example.net"]\ncalendar_summary = "Sam L."\n'
+    )
     (p.config.parent / "calendar.ics").write_text(ICS)
     return p.config
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["[calendar]", "sessions = {}"])
 def test_calendar_drives_agenda_files_to_the_right_dates(
-    tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    account: Account,
+    capsys: Capsys,
+    monkeypatch: pytest.MonkeyPatch,
     inline: bool,
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, account.password)
@@ -138,7 +169,9 @@ def ics_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def test_calendar_url_is_fetched_cached_and_falls_back_when_down(
-    tmp_path: Path, account: Account, ics_server: tuple[str, Path],
+    tmp_path: Path,
+    account: Account,
+    ics_server: tuple[str, Path],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     url, served = ics_server
@@ -158,13 +191,17 @@ def test_calendar_url_is_fetched_cached_and_falls_back_when_down(
     again = with_calendar(settings, now, note=notes.append)
     assert again.clients["jane-doe"].sessions == fresh.clients["jane-doe"].sessions
     assert "calendar: cannot fetch http://127.0.0.1" in caplog.text
-    assert notes == [f"calendar: cannot fetch {url.split('?')[0]} (HTTP 404); using the copy "
-                     "from 1970-01-01"]
+    assert notes == [
+        f"calendar: cannot fetch {url.split('?')[0]} (HTTP 404); using the copy from 1970-01-01"
+    ]
     assert "s3cret" not in caplog.text
 
 
 def test_a_calendar_that_cannot_be_fetched_is_reported_in_the_next_digest(
-    tmp_path: Path, account: Account, ics_server: tuple[str, Path], capsys: Capsys,
+    tmp_path: Path,
+    account: Account,
+    ics_server: tuple[str, Path],
+    capsys: Capsys,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, account.password)
@@ -202,13 +239,17 @@ def test_a_missing_calendar_file_is_named_as_written(
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, account.password)
     cfg = calendar_practice(tmp_path, account, 'ics = "gone.ics"', inline=True)
-    with pytest.raises(ConfigError, match=r"inbox-guard.toml: sessions.ics: cannot read .*gone.ics"):
+    with pytest.raises(
+        ConfigError, match=r"inbox-guard.toml: sessions.ics: cannot read .*gone.ics"
+    ):
         with_calendar(config.load(cfg), datetime(2026, 11, 16, 8, tzinfo=LONDON))
 
 
-def test_plain_http_calendar_url_is_refused_for_remote_hosts(tmp_path: Path, account: Account) -> None:
+def test_plain_http_calendar_url_is_refused_for_remote_hosts(
+    tmp_path: Path, account: Account
+) -> None:
     cfg = calendar_practice(tmp_path, account, 'ics = "http://calendar.example.org/x.ics"')
-    with pytest.raises(ConfigError, match="calendar.ics: a calendar URL must use https"):
+    with pytest.raises(ConfigError, match=r"calendar\.ics: a calendar URL must use https"):
         config.load(cfg)
 
 
@@ -243,8 +284,8 @@ def redirecting_server(tmp_path: Path) -> Iterator[str]:
     /file to a file: URL."""
 
     class Redirects(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            port = self.server.server_address[1]
+        def do_GET(self) -> None:
+            port = self.server.server_address[1]  # type: ignore[index]  # (a socket address)
             target = {
                 "/away": "http://192.0.2.1/x.ics?token=s3cret",
                 "/home": f"http://localhost:{port}/cal.ics?token=s3cret",
@@ -280,8 +321,9 @@ def redirecting_server(tmp_path: Path) -> Iterator[str]:
 def test_a_redirect_to_plain_http_elsewhere_fails_before_connecting(
     tmp_path: Path, account: Account, redirecting_server: str, connects: list[object]
 ) -> None:
-    cfg = calendar_practice(tmp_path, account,
-                            f'ics = "{redirecting_server}/away?token=s3cret"\ntimeout_seconds = 2')
+    cfg = calendar_practice(
+        tmp_path, account, f'ics = "{redirecting_server}/away?token=s3cret"\ntimeout_seconds = 2'
+    )
     settings = config.load(cfg)
     with pytest.raises(ConfigError) as err:
         with_calendar(settings, datetime(2026, 11, 16, 8, tzinfo=UTC))

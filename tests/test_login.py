@@ -13,16 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import queue
 import re
 import stat
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,23 +32,22 @@ from inbox_guard.store import Store
 from inbox_guard.triage import run_pass
 
 from .authserver import AuthServer
-from .conftest import Account, SmtpSink, fire, message, wait_for, write_practice
+from .conftest import SmtpSink, fire, wait_for
 from .dovecot import Dovecot, free_port
-
-USER = "alex@example.org"
-MS_CLIENT = "ms-client-0001"
-G_CLIENT = "g-client-0001.apps.example"
-G_SECRET = "g-secret-not-secret"
-NOW = "2026-11-16T08:00"  # the --now of the passes: the Monday after the mail below
-KW = b"$OutOfHours"
-
-
-def start_auth(**options: object) -> AuthServer:
-    server = AuthServer(**options).start()  # type: ignore[arg-type]
-    server.add_client(MS_CLIENT)
-    server.add_client(G_CLIENT, G_SECRET)
-    server.add_user(USER)
-    return server
+from .oauth_flow import (
+    KW,
+    NOW,
+    USER,
+    Lines,
+    Signed,
+    _device_token,
+    finish,
+    login_google,
+    login_microsoft,
+    oauth2_dovecot,
+    practice,
+    start_auth,
+)
 
 
 @pytest.fixture
@@ -66,21 +59,6 @@ def auth() -> Iterator[AuthServer]:
         server.stop()
 
 
-def oauth2_dovecot(introspection_url: str) -> Dovecot:
-    server = Dovecot()
-    ext = server.root / "oauth2.conf.ext"
-    ext.write_text(
-        "introspection_mode = post\n"
-        f"introspection_url = {introspection_url}\n"
-        "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
-        "force_introspection = yes\n")
-    server.write_config(extra=(
-        "auth_mechanisms = plain login xoauth2 oauthbearer\n"
-        "auth_failure_delay = 0\n"  # a refused token is renewed at once
-        f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {ext}\n}}\n"))
-    return server.start()
-
-
 @pytest.fixture
 def imap(auth: AuthServer) -> Iterator[Dovecot]:
     server = oauth2_dovecot(auth.introspection_url)
@@ -90,163 +68,10 @@ def imap(auth: AuthServer) -> Iterator[Dovecot]:
         server.cleanup()
 
 
-def provider_keys(auth: AuthServer, provider: str) -> str:
-    if provider == "microsoft":
-        return (f'auth = "oauth2"\nprovider = "microsoft"\nclient_id = "{MS_CLIENT}"\n'
-                f'authority = "{auth.url}/tenant-0001"')
-    return (f'auth = "oauth2"\nprovider = "google"\nclient_id = "{G_CLIENT}"\n'
-            f'client_secret = "{G_SECRET}"\nauth_uri = "{auth.url}/o/oauth2/auth"\n'
-            f'token_uri = "{auth.url}/token"')
-
-
-@dataclass
-class Signed:
-    """A practice signing in with ``provider`` against ``auth``, its mail on ``imap``.
-    The test's own IMAP connections use tokens of their own (``_device_token``)."""
-
-    root: Path
-    auth: AuthServer
-    imap: Dovecot
-    provider: str
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config" / "inbox-guard.toml"
-
-    keyring: Path | None = None
-
-    @property
-    def tokens(self) -> Path:
-        return self.root / "config" / "state" / "inbox-guard.tokens.json"
-
-    def env(self) -> dict[str, str]:
-        env = {**{k: v for k, v in os.environ.items() if k != "IG_TEST_PASSWORD"},
-               "REQUESTS_CA_BUNDLE": str(self.auth.ca_file)}
-        if self.keyring is not None:
-            env.update(PYTHON_KEYRING_BACKEND="tests.keyring_standin.FileKeyring",
-                       IG_TEST_KEYRING=str(self.keyring),
-                       PYTHONPATH=str(Path(__file__).parent.parent))
-        return env
-
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "inbox_guard", "--config", str(self.config), *args],
-            capture_output=True, text=True, timeout=timeout, env=self.env(),
-            stdin=subprocess.DEVNULL)
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "inbox_guard", "--config", str(self.config), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=self.env())
-
-    def append(self, when: datetime = datetime(2026, 11, 15, 23, 40, tzinfo=UTC),
-               subject: str = "Late") -> int:
-        from imapclient import IMAPClient
-
-        with IMAPClient("127.0.0.1", port=self.imap.port, ssl=False) as c:
-            c.oauth2_login(USER, _device_token(self.auth))
-            answer = c.append("INBOX", message(subject=subject), msg_time=when)
-        return int(re.search(rb"\[APPENDUID \d+ (\d+)\]", answer).group(1))  # type: ignore[union-attr]
-
-    def kept(self) -> dict[str, object]:
-        return json.loads(self.tokens.read_text())
-
-
-def _device_token(auth: AuthServer) -> str:
-    ca = str(auth.ca_file)
-    flow = requests.post(f"{auth.url}/device/code", verify=ca, timeout=30,
-                         data={"client_id": MS_CLIENT, "scope": "imap"}).json()
-    auth.approve_device(flow["user_code"], USER)
-    answer = requests.post(f"{auth.url}/token", verify=ca, timeout=30, data={
-        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-        "device_code": flow["device_code"], "client_id": MS_CLIENT}).json()
-    return str(answer["access_token"])
-
-
-def practice(tmp_path: Path, auth: AuthServer, imap: Dovecot, provider: str,
-             extra: str = "") -> Signed:
-    p = write_practice(tmp_path, Account(imap, USER, ""), extra=extra)
-    text = p.config.read_text().replace('password_env = "IG_TEST_PASSWORD"',
-                                        provider_keys(auth, provider))
-    p.config.write_text(text)
-    return Signed(tmp_path, auth, imap, provider)
-
-
-class Lines:
-    """A child process's output, line by line, waited for without sleeping."""
-
-    def __init__(self, stream: object) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self.lines.put(line)
-        self.lines.put("")
-
-    def wait(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            self.seen.append(line)
-            if line == "":
-                raise AssertionError(f"ended before {pattern!r}: {''.join(self.seen)}")
-            found = re.search(pattern, line)
-            if found:
-                return found
-
-    def rest(self, timeout: float = 60) -> str:
-        """Everything, once the stream has ended."""
-        while not self.seen or self.seen[-1] != "":
-            self.seen.append(self.lines.get(timeout=timeout))
-        return "".join(self.seen)
-
-
-def finish(proc: subprocess.Popen[str], out: Lines) -> subprocess.CompletedProcess[str]:
-    proc.wait(timeout=60)
-    stdout = out.rest()
-    assert proc.stderr is not None and proc.stdout is not None and proc.stdin is not None
-    stderr = proc.stderr.read()
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        stream.close()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
-def login_microsoft(p: Signed, *extra: str) -> subprocess.CompletedProcess[str]:
-    proc = p.popen(*extra, "login")
-    out = Lines(proc.stdout)
-    code = out.wait(r"enter the code (\S+) \(valid for \d+ minutes\)").group(1)
-    p.auth.approve_device(code, USER)
-    return finish(proc, out)
-
-
-def login_google(p: Signed, *extra: str, paste: bool = False) -> subprocess.CompletedProcess[str]:
-    proc = p.popen(*extra, "login", "--no-browser")
-    out = Lines(proc.stdout)
-    url = out.wait(r"^(https://127\.0\.0\.1:\d+/o/oauth2/auth\?\S+)").group(1)
-    p.auth.signed_in = USER
-    # The browser: Google's page answers with a redirect to the loopback address.
-    answer = requests.get(url, verify=p.auth.ca_file, allow_redirects=False, timeout=30)
-    assert answer.status_code == 302, answer.text
-    back = answer.headers["Location"]
-    assert back.startswith("http://127.0.0.1:")
-    if paste:  # the browser is elsewhere: its address bar, pasted into the terminal
-        assert proc.stdin is not None
-        proc.stdin.write(back + "\n")
-        proc.stdin.flush()
-    else:
-        assert requests.get(back, timeout=30).ok
-    return finish(proc, out)
-
-
-# -- first login, both flows ----------------------------------------------------------
-
-
 @pytest.mark.parametrize("provider", ["microsoft", "google"])
-def test_login_then_once_marks_the_mail(tmp_path: Path, auth: AuthServer, imap: Dovecot,
-                                        provider: str) -> None:
+def test_login_then_once_marks_the_mail(
+    tmp_path: Path, auth: AuthServer, imap: Dovecot, provider: str
+) -> None:
     p = practice(tmp_path, auth, imap, provider)
     done = login_microsoft(p) if provider == "microsoft" else login_google(p)
     assert done.returncode == 0, done.stderr
@@ -261,18 +86,26 @@ def test_login_then_once_marks_the_mail(tmp_path: Path, auth: AuthServer, imap: 
 
     check = p.cli("check", "--connect")
     assert check.returncode == 0, check.stderr
-    line = re.search(r"signed in as (\S+) \((\w+)\); access token valid until "
-                     r"(\d{4}-\d\d-\d\d \d\d:\d\d) \(renewed automatically\); scopes: (.*); "
-                     r"kept in (.*)$", check.stdout, re.M)
+    line = re.search(
+        r"signed in as (\S+) \((\w+)\); access token valid until "
+        r"(\d{4}-\d\d-\d\d \d\d:\d\d) \(renewed automatically\); scopes: (.*); "
+        r"kept in (.*)$",
+        check.stdout,
+        re.M,
+    )
     assert line, check.stdout
     assert line.group(1, 2, 5) == (USER, provider, str(p.tokens))
     granted = line.group(4)
-    assert ("IMAP.AccessAsUser.All" in granted if provider == "microsoft"
-            else "https://mail.google.com/" in granted)
+    assert (
+        "IMAP.AccessAsUser.All" in granted
+        if provider == "microsoft"
+        else "https://mail.google.com/" in granted
+    )
 
 
 def test_google_login_takes_the_address_pasted_from_another_machine(
-        tmp_path: Path, auth: AuthServer, imap: Dovecot) -> None:
+    tmp_path: Path, auth: AuthServer, imap: Dovecot
+) -> None:
     p = practice(tmp_path, auth, imap, "google")
     done = login_google(p, paste=True)
     assert done.returncode == 0, done.stderr
@@ -281,7 +114,8 @@ def test_google_login_takes_the_address_pasted_from_another_machine(
 
 
 def test_a_declined_sign_in_is_one_line_and_keeps_nothing(
-        tmp_path: Path, auth: AuthServer, imap: Dovecot) -> None:
+    tmp_path: Path, auth: AuthServer, imap: Dovecot
+) -> None:
     p = practice(tmp_path, auth, imap, "microsoft")
     proc = p.popen("login")
     out = Lines(proc.stdout)
@@ -298,7 +132,7 @@ def test_a_declined_sign_in_is_one_line_and_keeps_nothing(
     out = Lines(proc.stdout)
     url = out.wait(r"^(https://\S+)").group(1)
     auth.signed_in = None  # nobody approves: Google answers access_denied
-    back = requests.get(url, verify=auth.ca_file, allow_redirects=False, timeout=30)
+    back = requests.get(url, verify=str(auth.ca_file), allow_redirects=False, timeout=30)
     requests.get(back.headers["Location"], timeout=30)
     stderr = finish(proc, out).stderr
     assert proc.returncode == 3
@@ -306,8 +140,9 @@ def test_a_declined_sign_in_is_one_line_and_keeps_nothing(
     assert stderr.startswith("inbox-guard: Google sign-in did not complete: access_denied")
 
 
-def test_an_unreachable_sign_in_server_is_one_line(tmp_path: Path, auth: AuthServer,
-                                                   imap: Dovecot) -> None:
+def test_an_unreachable_sign_in_server_is_one_line(
+    tmp_path: Path, auth: AuthServer, imap: Dovecot
+) -> None:
     p = practice(tmp_path, auth, imap, "google")
     assert login_google(p).returncode == 0
     text = p.config.read_text().replace(auth.url, f"https://127.0.0.1:{free_port()}")
@@ -317,16 +152,19 @@ def test_an_unreachable_sign_in_server_is_one_line(tmp_path: Path, auth: AuthSer
     p.tokens.write_text(json.dumps(record))
     done = p.cli("once")
     assert done.returncode == 3
-    assert done.stderr.strip() == ("inbox-guard: cannot reach the sign-in server 127.0.0.1: "
-                                   "ConnectionError")
+    assert done.stderr.strip() == (
+        "inbox-guard: cannot reach the sign-in server 127.0.0.1: ConnectionError"
+    )
 
     ms = practice(tmp_path / "ms", auth, imap, "microsoft")
-    ms.config.write_text(ms.config.read_text().replace(auth.url,
-                                                       f"https://127.0.0.1:{free_port()}"))
+    ms.config.write_text(
+        ms.config.read_text().replace(auth.url, f"https://127.0.0.1:{free_port()}")
+    )
     done = ms.cli("login")
     assert done.returncode == 3
-    assert done.stderr.strip() == ("inbox-guard: cannot reach the sign-in server 127.0.0.1: "
-                                   "ConnectionError")
+    assert done.stderr.strip() == (
+        "inbox-guard: cannot reach the sign-in server 127.0.0.1: ConnectionError"
+    )
 
 
 # -- over time: renewal, rotation, revocation -------------------------------------------
@@ -345,8 +183,9 @@ def connect_and_pass(settings: Settings, tokens: signin.Tokens) -> int:
 
 
 @pytest.mark.parametrize(("provider", "hours"), [("microsoft", 24), ("google", 6)])
-def test_a_simulated_week_of_expiry_and_rotation(tmp_path: Path, provider: str, hours: int,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_simulated_week_of_expiry_and_rotation(
+    tmp_path: Path, provider: str, hours: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every few hours for 7 days: the access token (1 hour) has always expired by the
     server's clock. Google's path renews it before use (the clock is injected). MSAL
     keeps its own clock, so Microsoft's token is refused by Dovecot and renewed once
@@ -375,8 +214,10 @@ def test_a_simulated_week_of_expiry_and_rotation(tmp_path: Path, provider: str, 
             renewals += after - before
             assert after - before == 1, f"step {step}: {after - before} renewals"
             if provider == "microsoft":
-                kept = [e["secret"] for e in json.loads(
-                    p.kept()["msal_cache"])["RefreshToken"].values()]  # type: ignore[arg-type]
+                kept = [
+                    e["secret"]
+                    for e in json.loads(str(p.kept()["msal_cache"]))["RefreshToken"].values()
+                ]
                 honoured = auth.refresh_tokens(USER)
                 assert len(kept) == 1 and kept[0] in honoured, f"step {step}"
                 assert previous not in honoured  # rotated: the old one is void
@@ -393,7 +234,8 @@ def test_a_simulated_week_of_expiry_and_rotation(tmp_path: Path, provider: str, 
 
 
 def test_googles_seven_day_testing_limit_becomes_one_line(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     auth = start_auth(rotate=False, refresh_lifetime=7 * 24 * 3600)
     imap = oauth2_dovecot(auth.introspection_url)
     try:
@@ -409,7 +251,8 @@ def test_googles_seven_day_testing_limit_becomes_one_line(
             connect_and_pass(settings, tokens)
         assert str(caught.value) == (
             f"sign-in for {USER} has expired or was revoked: run `inbox-guard login` "
-            "(Google: invalid_grant: Token has been expired or revoked.)")
+            "(Google: invalid_grant: Token has been expired or revoked.)"
+        )
     finally:
         imap.cleanup()
         auth.stop()
@@ -423,22 +266,33 @@ def refreshes(auth: AuthServer) -> int:
 
 
 def test_the_service_renews_silently_survives_revocation_and_resumes_after_login(
-        tmp_path: Path, auth: AuthServer, imap: Dovecot, monkeypatch: pytest.MonkeyPatch,
-        smtp_server: SmtpSink, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path,
+    auth: AuthServer,
+    imap: Dovecot,
+    monkeypatch: pytest.MonkeyPatch,
+    smtp_server: SmtpSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     port, sent = smtp_server
 
     def mails() -> list[bytes]:
         return [content for _, _, content in sent]
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(auth.ca_file))
-    p = practice(tmp_path, auth, imap, "microsoft", extra=f"""
+    p = practice(
+        tmp_path,
+        auth,
+        imap,
+        "microsoft",
+        extra=f"""
         [digest]
         deliver = "smtp"
         [smtp]
         host = "127.0.0.1"
         port = {port}
         security = "plain"
-        """)
+        """,
+    )
     assert login_microsoft(p).returncode == 0
     first_rt = auth.refresh_tokens(USER)
     service = Service(config.load(p.config))
@@ -456,7 +310,7 @@ def test_the_service_renews_silently_survives_revocation_and_resumes_after_login
         assert wait_for(service, "triage")
         assert refreshes(auth) > before
         kept = json.loads(p.kept()["msal_cache"])["RefreshToken"]  # type: ignore[arg-type]
-        assert [e["secret"] for e in kept.values()][0] in auth.refresh_tokens(USER)
+        assert next(e["secret"] for e in kept.values()) in auth.refresh_tokens(USER)
         assert not set(first_rt) & set(auth.refresh_tokens(USER))  # rotated, and saved
 
         # 2. Revoked (a password change): one line, one alert, and the service goes on.
@@ -470,7 +324,8 @@ def test_the_service_renews_silently_survives_revocation_and_resumes_after_login
         assert failures and all("\n" not in f for f in failures)
         assert failures[0].startswith(
             f"triage failed: sign-in for {USER} has expired or was revoked: run "
-            "`inbox-guard login` (Microsoft: invalid_grant: ")
+            "`inbox-guard login` (Microsoft: invalid_grant: "
+        )
         [alert] = [m for m in mails() if b"sign-in needed" in m]
         assert b"inbox-guard login" in alert
         assert service.scheduler.running
@@ -506,8 +361,9 @@ def imap_flags(p: Signed, uid: int) -> tuple[bytes, ...]:
 
 
 @pytest.mark.parametrize("provider", ["microsoft", "google"])
-def test_no_token_text_in_any_output_with_debug(tmp_path: Path, auth: AuthServer,
-                                                imap: Dovecot, provider: str) -> None:
+def test_no_token_text_in_any_output_with_debug(
+    tmp_path: Path, auth: AuthServer, imap: Dovecot, provider: str
+) -> None:
     p = practice(tmp_path, auth, imap, provider)
     if provider == "microsoft":
         login = p.popen("--debug", "login")
@@ -524,8 +380,11 @@ def test_no_token_text_in_any_output_with_debug(tmp_path: Path, auth: AuthServer
     kept = p.kept()
     if provider == "microsoft":
         cache = json.loads(kept["msal_cache"])  # type: ignore[arg-type]
-        secrets = [e["secret"] for kind in ("AccessToken", "RefreshToken", "IdToken")
-                   for e in cache[kind].values()]
+        secrets = [
+            e["secret"]
+            for kind in ("AccessToken", "RefreshToken", "IdToken")
+            for e in cache[kind].values()
+        ]
     else:
         secrets = [str(kept["access_token"]), str(kept["refresh_token"])]
     secrets += auth.refresh_tokens(USER)
@@ -555,10 +414,14 @@ def test_login_then_run(tmp_path: Path, auth: AuthServer, imap: Dovecot, provide
 
 
 def test_the_keyring_keeps_the_sign_in_instead_of_a_file(
-        tmp_path: Path, auth: AuthServer, imap: Dovecot) -> None:
+    tmp_path: Path, auth: AuthServer, imap: Dovecot
+) -> None:
     p = practice(tmp_path, auth, imap, "google")
-    p.config.write_text(p.config.read_text().replace(
-        'provider = "google"', 'provider = "google"\ntoken_store = "keyring"'))
+    p.config.write_text(
+        p.config.read_text().replace(
+            'provider = "google"', 'provider = "google"\ntoken_store = "keyring"'
+        )
+    )
     p.keyring = tmp_path / "keyring.json"
     done = login_google(p)
     assert done.returncode == 0, done.stderr

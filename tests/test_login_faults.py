@@ -28,7 +28,7 @@ from flask import Response
 from .authserver import AuthServer
 from .conftest import Account, write_practice
 from .dovecot import free_port
-from .test_login import (
+from .oauth_flow import (
     G_CLIENT,
     G_SECRET,
     MS_CLIENT,
@@ -69,10 +69,10 @@ def broken() -> Iterator[tuple[AuthServer, Canned]]:
             return server.app.view_functions["token"]()
         return Response(canned.body, status=canned.status, content_type=canned.ctype)
 
-    server.app.add_url_rule("/tenant-0001/oauth2/v2.0/token", endpoint="canned-ms",
-                            view_func=token, methods=["POST"])
-    server.app.add_url_rule("/bad/token", endpoint="canned-g", view_func=token,
-                            methods=["POST"])
+    server.app.add_url_rule(
+        "/tenant-0001/oauth2/v2.0/token", endpoint="canned-ms", view_func=token, methods=["POST"]
+    )
+    server.app.add_url_rule("/bad/token", endpoint="canned-g", view_func=token, methods=["POST"])
     server.start()
     server.add_client(MS_CLIENT)
     server.add_client(G_CLIENT, G_SECRET)
@@ -92,8 +92,9 @@ def offline(tmp_path: Path, auth: AuthServer, provider: str, extra_keys: str = "
     keys = provider_keys(auth, provider)
     if provider == "google":
         keys = keys.replace(f'{auth.url}/token"', f'{auth.url}/bad/token"')
-    p.config.write_text(p.config.read_text().replace(
-        'password_env = "IG_TEST_PASSWORD"', keys + extra_keys))
+    p.config.write_text(
+        p.config.read_text().replace('password_env = "IG_TEST_PASSWORD"', keys + extra_keys)
+    )
     return p
 
 
@@ -155,7 +156,8 @@ therapist = {{ email = "{b}" }}
 
 
 def test_group_practitioners_with_dotted_ids_keep_separate_sign_ins(
-        tmp_path: Path, broken: tuple[AuthServer, Canned]) -> None:
+    tmp_path: Path, broken: tuple[AuthServer, Canned]
+) -> None:
     """ACCOUNT_ID allows '.', and the docs promise ``state/<id>.tokens.json``; but
     tokens._paths cuts the state file's name at its FIRST dot, so "dr.morgan" and
     "dr.lee" both keep their sign-in in ``state/dr.tokens.json``: the second login
@@ -164,8 +166,9 @@ def test_group_practitioners_with_dotted_ids_keep_separate_sign_ins(
     cfg = tmp_path / "config"
     for ident in ("dr.morgan", "dr.lee"):
         (cfg / "clients" / ident).mkdir(parents=True)
-    (cfg / "inbox-guard.toml").write_text(GROUP.format(
-        port=free_port(), keys=provider_keys(auth, "microsoft"), a=USER, b=OTHER))
+    (cfg / "inbox-guard.toml").write_text(
+        GROUP.format(port=free_port(), keys=provider_keys(auth, "microsoft"), a=USER, b=OTHER)
+    )
     p = Signed(tmp_path, auth, None, "microsoft")  # type: ignore[arg-type]
 
     assert login_microsoft(p, "--account", "dr.morgan").returncode == 0
@@ -182,14 +185,17 @@ def test_group_practitioners_with_dotted_ids_keep_separate_sign_ins(
 # -- 2. Microsoft's token endpoint in trouble --------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "body", "ctype"), [
-    (500, "<html><body>Internal Server Error</body></html>", "text/html"),
-    (503, '{"error": "temporarily_unavailable"}', "application/json"),
-    (200, "<html>a captive portal</html>", "text/html"),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "ctype"),
+    [
+        (500, "<html><body>Internal Server Error</body></html>", "text/html"),
+        (503, '{"error": "temporarily_unavailable"}', "application/json"),
+        (200, "<html>a captive portal</html>", "text/html"),
+    ],
+)
 def test_microsoft_token_endpoint_failure_is_one_line_exit_3(
-        tmp_path: Path, broken: tuple[AuthServer, Canned], status: int, body: str,
-        ctype: str) -> None:
+    tmp_path: Path, broken: tuple[AuthServer, Canned], status: int, body: str, ctype: str
+) -> None:
     """Before the fix: 5xx -> "internal error: MsalServiceError: HTTP Error: 500", exit 1; a
     body that is not JSON -> MSAL's own ERROR log line and 13-line traceback on stderr,
     then "internal error: JSONDecodeError", exit 1. Neither is caught in
@@ -208,15 +214,23 @@ def test_microsoft_token_endpoint_failure_is_one_line_exit_3(
 # -- 3. Google's token endpoint giving a malformed answer --------------------------------
 
 
-@pytest.mark.parametrize("body", [
-    {"token_type": "Bearer", "expires_in": 3600},  # no access_token
-    {"access_token": "ya29.renewed-token-text", "token_type": "Bearer", "expires_in": 3600,
-     "refresh_token_expires_in": "soon"},
-    {"error": {"code": 401, "message": "Request had invalid authentication credentials."}},
-    {"access_token": "ya29.renewed-token-text", "token_type": "Bearer", "expires_in": 1e999},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"token_type": "Bearer", "expires_in": 3600},  # no access_token
+        {
+            "access_token": "ya29.renewed-token-text",
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "refresh_token_expires_in": "soon",
+        },
+        {"error": {"code": 401, "message": "Request had invalid authentication credentials."}},
+        {"access_token": "ya29.renewed-token-text", "token_type": "Bearer", "expires_in": 1e999},
+    ],
+)
 def test_google_malformed_token_answer_is_one_clean_line(
-        tmp_path: Path, broken: tuple[AuthServer, Canned], body: dict[str, Any]) -> None:
+    tmp_path: Path, broken: tuple[AuthServer, Canned], body: dict[str, Any]
+) -> None:
     """Before the fix: KeyError 'access_token' / ValueError float('soon') / TypeError in _said
     (error not a string) / OverflowError int(inf): each "internal error", exit 1."""
     auth, canned = broken
@@ -229,7 +243,8 @@ def test_google_malformed_token_answer_is_one_clean_line(
 
 
 def test_google_server_error_is_not_called_unreachable(
-        tmp_path: Path, broken: tuple[AuthServer, Canned]) -> None:
+    tmp_path: Path, broken: tuple[AuthServer, Canned]
+) -> None:
     """A 500 page is an answer; it used to read "cannot reach the sign-in server
     127.0.0.1: HTTPError" (requests.HTTPError is caught as RequestException before the
     "not OAuth2" branch meant for it), sending the practitioner to check the network."""
@@ -245,14 +260,23 @@ def test_google_server_error_is_not_called_unreachable(
 # -- 4. a huge expires_in -------------------------------------------------------------
 
 
-def test_check_survives_a_huge_expires_in(tmp_path: Path,
-                                          broken: tuple[AuthServer, Canned]) -> None:
+def test_check_survives_a_huge_expires_in(
+    tmp_path: Path, broken: tuple[AuthServer, Canned]
+) -> None:
     """The renewal keeps expires_at = now + 1e20; `check` then dies in
     cli._signin_line: "internal error: OverflowError: timestamp out of range"."""
     auth, canned = broken
     p = google_due_for_renewal(tmp_path, auth)
-    canned.answer(200, json.dumps({"access_token": "ya29.renewed-token-text",
-                                   "token_type": "Bearer", "expires_in": 10 ** 20}))
+    canned.answer(
+        200,
+        json.dumps(
+            {
+                "access_token": "ya29.renewed-token-text",
+                "token_type": "Bearer",
+                "expires_in": 10**20,
+            }
+        ),
+    )
     p.cli("once")  # renews (then cannot reach IMAP: not the point)
     done = p.cli("check")
     assert done.returncode == 0, done.stderr
@@ -285,13 +309,17 @@ def with_keyring(p: Signed, tmp_path: Path, backend: str) -> dict[str, str]:
     folder = tmp_path / "keyrings"
     folder.mkdir(exist_ok=True)
     (folder / "breaker_keyrings.py").write_text(KEYRINGS)
-    p.config.write_text(p.config.read_text().replace(
-        'provider = "microsoft"', 'provider = "microsoft"\ntoken_store = "keyring"'))
+    p.config.write_text(
+        p.config.read_text().replace(
+            'provider = "microsoft"', 'provider = "microsoft"\ntoken_store = "keyring"'
+        )
+    )
     return {**p.env(), "PYTHON_KEYRING_BACKEND": backend, "PYTHONPATH": str(folder)}
 
 
 def test_a_disabled_keyring_is_refused_not_claimed(
-        tmp_path: Path, broken: tuple[AuthServer, Canned]) -> None:
+    tmp_path: Path, broken: tuple[AuthServer, Canned]
+) -> None:
     """`keyring --disable` selects keyring.backends.null.Keyring, which keeps nothing:
     `login` refuses it before asking anyone to sign in, rather than claiming to keep
     the sign-in there."""
@@ -300,16 +328,24 @@ def test_a_disabled_keyring_is_refused_not_claimed(
     env = with_keyring(p, tmp_path, "keyring.backends.null.Keyring")
     done = subprocess.run(
         [sys.executable, "-m", "inbox_guard", "--config", str(p.config), "login"],
-        capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""  # no code was shown: nobody was asked to sign in
-    assert done.stderr.strip().endswith("no OS keyring was found on this machine, or it is "
-                                        "disabled (on a server, use token_store = \"file\")")
+    assert done.stderr.strip().endswith(
+        "no OS keyring was found on this machine, or it is "
+        'disabled (on a server, use token_store = "file")'
+    )
     assert not [g for g in auth.grants if g[1] == USER]
 
 
-def test_a_locked_keyring_is_one_clear_line(tmp_path: Path,
-                                            broken: tuple[AuthServer, Canned]) -> None:
+def test_a_locked_keyring_is_one_clear_line(
+    tmp_path: Path, broken: tuple[AuthServer, Canned]
+) -> None:
     """keyring.errors.KeyringLocked escapes TokenStore: "internal error: KeyringLocked:
     ... (run with --debug for details)", exit 1, from `check`, `once` and `run`."""
     auth, _ = broken
@@ -317,7 +353,11 @@ def test_a_locked_keyring_is_one_clear_line(tmp_path: Path,
     env = with_keyring(p, tmp_path, "breaker_keyrings.Locked")
     done = subprocess.run(
         [sys.executable, "-m", "inbox_guard", "--config", str(p.config), "once"],
-        capture_output=True, text=True, env=env, timeout=60)
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     line = one_line(done)
     assert "internal error" not in line, line
 
@@ -327,7 +367,8 @@ def test_a_locked_keyring_is_one_clear_line(tmp_path: Path,
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs a private read-only mount (unshare -m)")
 def test_login_says_it_cannot_keep_the_sign_in_before_asking_for_it(
-        tmp_path: Path, broken: tuple[AuthServer, Canned]) -> None:
+    tmp_path: Path, broken: tuple[AuthServer, Canned]
+) -> None:
     """State folder read-only: the practitioner used to complete the whole device-code
     sign-in, the provider issues tokens, and only then: "internal error: OSError:
     [Errno 30] Read-only file system: '.../inbox-guard.tokens.lock'", exit 1."""
@@ -335,11 +376,19 @@ def test_login_says_it_cannot_keep_the_sign_in_before_asking_for_it(
     p = offline(tmp_path, auth, "microsoft")
     state = p.tokens.parent
     state.mkdir(parents=True)
-    script = (f"mount --bind {state} {state} && mount -o remount,bind,ro {state} && "
-              f"exec {sys.executable} -m inbox_guard --config {p.config} login")
-    proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.PIPE, text=True,
-                            env=p.env(), cwd=Path(__file__).parent.parent)
+    script = (
+        f"mount --bind {state} {state} && mount -o remount,bind,ro {state} && "
+        f"exec {sys.executable} -m inbox_guard --config {p.config} login"
+    )
+    proc = subprocess.Popen(
+        ["unshare", "-m", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+        env=p.env(),
+        cwd=Path(__file__).parent.parent,
+    )
     out = Lines(proc.stdout)
     try:
         code = out.wait(r"enter the code (\S+)", timeout=30).group(1)
@@ -353,7 +402,8 @@ def test_login_says_it_cannot_keep_the_sign_in_before_asking_for_it(
 
 
 def test_a_tokens_path_that_is_a_folder_is_one_clear_line(
-        tmp_path: Path, broken: tuple[AuthServer, Canned]) -> None:
+    tmp_path: Path, broken: tuple[AuthServer, Canned]
+) -> None:
     """TokenStore._raw catches only FileNotFoundError: "internal error:
     IsADirectoryError: ...", exit 1."""
     auth, _ = broken
@@ -368,7 +418,8 @@ def test_a_tokens_path_that_is_a_folder_is_one_clear_line(
 
 
 def test_the_loopback_page_does_not_say_signed_in_after_a_refusal(
-        tmp_path: Path, broken: tuple[AuthServer, Canned]) -> None:
+    tmp_path: Path, broken: tuple[AuthServer, Canned]
+) -> None:
     """_Redirect's handler answers "Signed in: you can close this window" whatever the
     redirect carries, access_denied included."""
     auth, _ = broken
@@ -377,7 +428,7 @@ def test_the_loopback_page_does_not_say_signed_in_after_a_refusal(
     out = Lines(proc.stdout)
     url = out.wait(r"^(https://\S+)").group(1)
     auth.signed_in = None  # the user declines: Google redirects with error=access_denied
-    back = requests.get(url, verify=auth.ca_file, allow_redirects=False, timeout=30)
+    back = requests.get(url, verify=str(auth.ca_file), allow_redirects=False, timeout=30)
     assert "error=access_denied" in back.headers["Location"]
     page = requests.get(back.headers["Location"], timeout=30).text
     finish(proc, out)
@@ -388,15 +439,19 @@ def test_the_loopback_page_does_not_say_signed_in_after_a_refusal(
 
 
 def test_unreadable_sign_in_names_the_account_in_a_group_practice(
-        tmp_path: Path, broken: tuple[AuthServer, Canned]) -> None:
+    tmp_path: Path, broken: tuple[AuthServer, Canned]
+) -> None:
     """tokens.TokenStore.read says "run `inbox-guard login`", which in a group practice
     fails ("choose one with --account"); every other sign-in message uses _login_hint."""
     auth, _ = broken
     cfg = tmp_path / "config"
     for ident in ("morgan", "lee"):
         (cfg / "clients" / ident).mkdir(parents=True)
-    (cfg / "inbox-guard.toml").write_text(GROUP.replace("dr.", "").format(
-        port=free_port(), keys=provider_keys(auth, "microsoft"), a=USER, b=OTHER))
+    (cfg / "inbox-guard.toml").write_text(
+        GROUP.replace("dr.", "").format(
+            port=free_port(), keys=provider_keys(auth, "microsoft"), a=USER, b=OTHER
+        )
+    )
     tokens = cfg / "state" / "morgan.tokens.json"
     tokens.parent.mkdir(parents=True)
     tokens.write_text("not json")
@@ -404,4 +459,3 @@ def test_unreadable_sign_in_names_the_account_in_a_group_practice(
     done = p.cli("--account", "morgan", "once")
     assert done.returncode == 3
     assert "`inbox-guard --account morgan login`" in one_line(done), done.stderr
-

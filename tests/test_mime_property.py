@@ -26,8 +26,16 @@ SUNDAY_NIGHT = datetime(2026, 11, 15, 23, 40, tzinfo=UTC)
 _users = itertools.count(1)
 
 encodings = st.sampled_from(["7bit", "8bit", "base64", "quoted-printable", "binary", "x-junk", ""])
-kinds = st.sampled_from(["text/plain", "text/html", "text/x-unknown", "application/octet-stream",
-                         "message/rfc822", "image/png"])
+kinds = st.sampled_from(
+    [
+        "text/plain",
+        "text/html",
+        "text/x-unknown",
+        "application/octet-stream",
+        "message/rfc822",
+        "image/png",
+    ]
+)
 bodies = st.one_of(
     st.binary(max_size=400),
     st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
@@ -39,7 +47,7 @@ bodies = st.one_of(
 def leaf(draw: st.DrawFn) -> bytes:
     kind = draw(kinds)
     charset = draw(charset_names).replace("\r", "").replace("\n", "")
-    head = f"Content-Type: {kind}; charset=\"{charset}\"\r\n"
+    head = f'Content-Type: {kind}; charset="{charset}"\r\n'
     head += f"Content-Transfer-Encoding: {draw(encodings)}\r\n"
     if draw(st.booleans()):
         head += 'Content-Disposition: attachment; filename="=?utf-7?q?+2AA-?="\r\n'
@@ -54,18 +62,22 @@ def multipart(children: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
         boundary = f"b{draw(st.integers(0, 10**6))}"
         parts = draw(st.lists(children, min_size=0, max_size=3))
         close = draw(st.booleans())  # a missing closing boundary is common in the wild
-        out = f"Content-Type: multipart/{sub}; boundary=\"{boundary}\"\r\n\r\n".encode()
+        out = f'Content-Type: multipart/{sub}; boundary="{boundary}"\r\n\r\n'.encode()
         for p in parts:
             out += f"--{boundary}\r\n".encode() + p + b"\r\n"
         return out + (f"--{boundary}--\r\n".encode() if close else b"")
+
     return build()
 
 
 structures = st.recursive(leaf(), multipart, max_leaves=5)
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(structure=structures, subject_charset=charset_names)
 def test_any_mime_structure_is_triaged_and_never_stops_the_pass(
     dovecot: Dovecot, structure: bytes, subject_charset: str
@@ -74,16 +86,19 @@ def test_any_mime_structure_is_triaged_and_never_stops_the_pass(
     account = Account(dovecot, user, password)
     os.environ[PASSWORD_ENV] = password
     charset = subject_charset.replace("?", "").replace("\r", "").replace("\n", "") or "x"
-    head = (f"From: {JANE}\r\nTo: {THERAPIST}\r\nSubject: =?{charset}?q?=FF=2B2AA-?=\r\n"
-            f"Message-ID: <mime{next(_users)}@example.org>\r\nMIME-Version: 1.0\r\n")
+    head = (
+        f"From: {JANE}\r\nTo: {THERAPIST}\r\nSubject: =?{charset}?q?=FF=2B2AA-?=\r\n"
+        f"Message-ID: <mime{next(_users)}@example.org>\r\nMIME-Version: 1.0\r\n"
+    )
     hostile = account.append(head.encode("utf-8", "surrogatepass") + structure, SUNDAY_NIGHT)
     normal = account.append(message(sender=SAM), SUNDAY_NIGHT + timedelta(minutes=1))
     with tempfile.TemporaryDirectory() as root:
         p = write_practice(Path(root), account)
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-            code = main(["--config", str(p.config), "once", "--json",
-                         "--now", "2026-11-16T08:00:00+00:00"])
+            code = main(
+                ["--config", str(p.config), "once", "--json", "--now", "2026-11-16T08:00:00+00:00"]
+            )
         assert code == 0
         result = json.loads(out.getvalue())
         assert result["errors"] == []

@@ -28,7 +28,7 @@ USER = "alex@example.org"
 
 
 class Introspect(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
         token = urllib.parse.parse_qs(body).get("token", [""])[0]
         answer = {"active": True, "username": USER} if token == GOOD else {"active": False}
@@ -53,10 +53,14 @@ def oauth_dovecot() -> Iterator[Dovecot]:
         "introspection_mode = post\n"
         f"introspection_url = http://127.0.0.1:{endpoint.server_address[1]}/introspect\n"
         "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
-        "force_introspection = yes\n")
-    server.write_config(extra=(
-        "auth_mechanisms = plain login xoauth2 oauthbearer\n"
-        f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {ext}\n}}\n"))
+        "force_introspection = yes\n"
+    )
+    server.write_config(
+        extra=(
+            "auth_mechanisms = plain login xoauth2 oauthbearer\n"
+            f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {ext}\n}}\n"
+        )
+    )
     server.start()
     try:
         yield server
@@ -70,15 +74,21 @@ def oauth_practice(tmp_path: Path, server: Dovecot, token_command: str) -> Path:
     account = Account(server, USER, "")
     p = write_practice(tmp_path, account)
     text = p.config.read_text().replace(
-        'password_env = "IG_TEST_PASSWORD"', f'auth = "xoauth2"\ntoken_command = "{token_command}"')
+        'password_env = "IG_TEST_PASSWORD"', f'auth = "xoauth2"\ntoken_command = "{token_command}"'
+    )
     p.config.write_text(text)
     return p.config
 
 
 def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "IG_TEST_PASSWORD"}
-    return subprocess.run([sys.executable, "-m", "inbox_guard", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "inbox_guard", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_token_command_logs_in_with_xoauth2(tmp_path: Path, oauth_dovecot: Dovecot) -> None:
@@ -102,21 +112,30 @@ def test_a_refused_token_says_so_without_showing_it(tmp_path: Path, oauth_doveco
 
 
 def test_a_failing_token_helper_is_named(tmp_path: Path, oauth_dovecot: Dovecot) -> None:
-    config = oauth_practice(tmp_path, oauth_dovecot, "echo refresh token expired, log in again >&2; exit 4")
+    config = oauth_practice(
+        tmp_path, oauth_dovecot, "echo refresh token expired, log in again >&2; exit 4"
+    )
     done = run(config, "once")
     assert done.returncode == 3
     assert done.stderr.strip().endswith(
-        "account.token_command: the token helper failed (exit 4): refresh token expired, log in again")
+        "account.token_command: the token helper failed (exit 4): refresh token expired, log in again"
+    )
 
 
 def test_a_helper_asking_for_authorisation_does_not_leak_its_url_query(tmp_path: Path) -> None:
     # pizauth, before the first authorisation, prints a URL carrying the client secret.
     url = "https://login.example.net/oauth2/authorize?client_id=abc&client_secret=s3cret"
-    account = AccountConfig(host="imap.example.net", username=USER, auth="xoauth2",
-                            token_command=f"echo 'Token unavailable until authorised with URL {url}' >&2; exit 1")
+    account = AccountConfig(
+        host="imap.example.net",
+        username=USER,
+        auth="xoauth2",
+        token_command=f"echo 'Token unavailable until authorised with URL {url}' >&2; exit 1",
+    )
     with pytest.raises(AuthError) as caught:
         _token_from_command(account, tmp_path / "inbox-guard.toml")
     said = str(caught.value)
-    assert said.endswith("failed (exit 1): Token unavailable until authorised with URL "
-                         "https://login.example.net/oauth2/authorize?…")
+    assert said.endswith(
+        "failed (exit 1): Token unavailable until authorised with URL "
+        "https://login.example.net/oauth2/authorize?…"
+    )
     assert "s3cret" not in said

@@ -26,8 +26,10 @@ from .mailgen import CLIENTS, fill
 
 # A body is downloaded by BODY[], BODY.PEEK[], BODY[TEXT], RFC822 or RFC822.TEXT; the
 # only body reads allowed are partial (<0.65536>) text windows for the risk screen.
-WHOLE_BODY = re.compile(rb"(BODY(\.PEEK)?\[(TEXT|\d+(\.\d+)*)?\](?!<0\.65536>)|RFC822(?!\.SIZE|\.HEADER))",
-                        re.IGNORECASE)
+WHOLE_BODY = re.compile(
+    rb"(BODY(\.PEEK)?\[(TEXT|\d+(\.\d+)*)?\](?!<0\.65536>)|RFC822(?!\.SIZE|\.HEADER))",
+    re.IGNORECASE,
+)
 
 
 def once(p: Practice) -> dict[str, Any]:
@@ -65,9 +67,12 @@ def test_quiet_pass_costs_a_few_commands_and_no_pass_reads_bodies(
     p = write_practice(tmp_path, account, lookback=365 * 4)
     for i, c in enumerate(CLIENTS):
         (p.config.parent / "clients" / f"bench{i:02d}.toml").write_text(
-            f'name = "B{i}"\nemails = ["{c}"]\n')
+            f'name = "B{i}"\nemails = ["{c}"]\n'
+        )
     with CutProxy(dovecot.port) as proxy:
-        p.config.write_text(p.config.read_text().replace(f"port = {dovecot.port}", f"port = {proxy.port}"))
+        p.config.write_text(
+            p.config.read_text().replace(f"port = {dovecot.port}", f"port = {proxy.port}")
+        )
         first = once(p)
         first_commands = list(proxy.commands)
         proxy.reset_counts()

@@ -72,7 +72,11 @@ def test_unknown_charset_falls_back_without_error() -> None:
     assert decode_part(b"hello", "7bit", "x-unknown-charset", "plain") == "hello"
 
 
-@given(st.binary(max_size=3000), st.sampled_from(["base64", "quoted-printable", "8bit", "x"]),
-       st.sampled_from(["utf-8", "latin-1", "bogus", ""]), st.sampled_from(["plain", "html"]))
+@given(
+    st.binary(max_size=3000),
+    st.sampled_from(["base64", "quoted-printable", "8bit", "x"]),
+    st.sampled_from(["utf-8", "latin-1", "bogus", ""]),
+    st.sampled_from(["plain", "html"]),
+)
 def test_decoding_never_raises(raw: bytes, enc: str, charset: str, subtype: str) -> None:
     screen([decode_part(raw, enc, charset, subtype)])

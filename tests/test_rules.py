@@ -50,8 +50,13 @@ def test_machine_written_mail_is_named(header: str, reason: str) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    ["Auto-Submitted: no", "Precedence: first-class", "X-Auto-Response-Suppress: DR",
-     "Return-Path: <jane@example.org>", "Content-Type: text/plain"],
+    [
+        "Auto-Submitted: no",
+        "Precedence: first-class",
+        "X-Auto-Response-Suppress: DR",
+        "Return-Path: <jane@example.org>",
+        "Content-Type: text/plain",
+    ],
 )
 def test_person_written_mail_is_not(header: str) -> None:
     assert rules.machine_reason(parse(f"From: jane@example.org\n{header}")) is None
@@ -63,8 +68,14 @@ def test_postmaster_from_is_a_bounce() -> None:
 
 @pytest.mark.parametrize(
     ("subject", "reply"),
-    [("Hello", "Re: Hello"), ("Re: Hello", "Re: Hello"), ("RE: re:Hello", "Re: Hello"),
-     ("Re[2]: Hi", "Re: Hi"), ("", "Re: "), ("Regarding x", "Re: Regarding x")],
+    [
+        ("Hello", "Re: Hello"),
+        ("Re: Hello", "Re: Hello"),
+        ("RE: re:Hello", "Re: Hello"),
+        ("Re[2]: Hi", "Re: Hi"),
+        ("", "Re: "),
+        ("Regarding x", "Re: Regarding x"),
+    ],
 )
 def test_reply_subject_has_one_re(subject: str, reply: str) -> None:
     assert rules.reply_subject(subject) == reply

@@ -20,9 +20,18 @@ from inbox_guard import config
 from inbox_guard.mailbox import Mailbox
 from inbox_guard.service import Service
 
-from .conftest import PASSWORD_ENV, SAM, Account, Practice, message, write_practice
+from .conftest import (
+    PASSWORD_ENV,
+    SAM,
+    Account,
+    Practice,
+    fire,
+    message,
+    out_of_hours_recently,
+    wait_for,
+    write_practice,
+)
 from .dovecot import Dovecot, free_port
-from .test_service import fire, out_of_hours_recently, wait_for
 
 MONDAY_8 = "2026-11-16T08:00:00+00:00"
 SUNDAY_NIGHT = datetime(2026, 11, 15, 23, 40, tzinfo=UTC)
@@ -31,7 +40,10 @@ SUNDAY_NIGHT = datetime(2026, 11, 15, 23, 40, tzinfo=UTC)
 def cli(p: Practice, *args: str, password: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "inbox_guard", "--config", str(p.config), *args],
-        capture_output=True, text=True, timeout=120, env={**os.environ, PASSWORD_ENV: password},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, PASSWORD_ENV: password},
     )
 
 
@@ -93,14 +105,18 @@ def test_push_over_tls_waits_quietly_and_hears_new_mail(
         box.logout()
 
 
-def test_passwords_appear_in_no_output_or_log(
-    practice: Practice, account: Account
-) -> None:
+def test_passwords_appear_in_no_output_or_log(practice: Practice, account: Account) -> None:
     account.append(message(), SUNDAY_NIGHT)
-    account.append(message(body="I want to die\n", subject="x"), SUNDAY_NIGHT + timedelta(minutes=1))
+    account.append(
+        message(body="I want to die\n", subject="x"), SUNDAY_NIGHT + timedelta(minutes=1)
+    )
     outputs = []
-    for args in (["--debug", "check", "--connect"], ["--debug", "once", "--json", "--now", MONDAY_8],
-                 ["--debug", "digest", "--now", MONDAY_8], ["--debug", "agenda"]):
+    for args in (
+        ["--debug", "check", "--connect"],
+        ["--debug", "once", "--json", "--now", MONDAY_8],
+        ["--debug", "digest", "--now", MONDAY_8],
+        ["--debug", "agenda"],
+    ):
         done = cli(practice, *args, password=account.password)
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout + done.stderr)
@@ -147,7 +163,7 @@ def test_the_whole_service_sends_only_to_the_practitioner(
     seen: list[tuple[str, list[str]]] = []
 
     class Record:
-        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
             seen.append((envelope.mail_from, list(envelope.rcpt_tos)))  # type: ignore[attr-defined]
             return "250 OK"
 
@@ -155,7 +171,10 @@ def test_the_whole_service_sends_only_to_the_practitioner(
     controller = Controller(Record(), hostname="127.0.0.1", port=port)
     controller.start()
     monkeypatch.setenv(PASSWORD_ENV, account.password)
-    p = write_practice(tmp_path, account, extra=f"""
+    p = write_practice(
+        tmp_path,
+        account,
+        extra=f"""
         [digest]
         deliver = "smtp"
 
@@ -163,12 +182,17 @@ def test_the_whole_service_sends_only_to_the_practitioner(
         host = "127.0.0.1"
         port = {port}
         security = "plain"
-        """)
+        """,
+    )
     t = out_of_hours_recently()
     account.append(message(body="thinking about suicide\n"), t)
-    account.append(message(sender=SAM, headers={"Reply-To": "someone-else@example.net"}),
-                   t + timedelta(seconds=10))
-    account.append(message(to="group@example.net", cc="alex@example.org"), t + timedelta(seconds=20))
+    account.append(
+        message(sender=SAM, headers={"Reply-To": "someone-else@example.net"}),
+        t + timedelta(seconds=10),
+    )
+    account.append(
+        message(to="group@example.net", cc="alex@example.org"), t + timedelta(seconds=20)
+    )
     service = Service(config.load(p.config))
     try:
         service.start()

@@ -20,8 +20,9 @@ WHEN = datetime(2026, 11, 16, 22, 30, tzinfo=UTC)
 
 
 def _connect(port: int, account: Account) -> Mailbox:
-    config = schema.Account(host="127.0.0.1", port=port, security="plain",
-                            username=account.user, password_env="UNUSED")
+    config = schema.Account(
+        host="127.0.0.1", port=port, security="plain", username=account.user, password_env="UNUSED"
+    )
     return Mailbox.connect(config, account.password)
 
 
@@ -49,7 +50,8 @@ def test_a_refused_append_reads_as_the_servers_answer_and_the_connection_goes_on
 
 
 def test_a_refused_store_names_the_command_and_the_servers_reason(
-    account: Account, proxy: CutProxy,
+    account: Account,
+    proxy: CutProxy,
 ) -> None:
     uid = account.append(message(), WHEN)
     box = _connect(proxy.port, account)
@@ -60,23 +62,31 @@ def test_a_refused_store_names_the_command_and_the_servers_reason(
             box.add_flags([uid], ["$OutOfHours"])
         assert not isinstance(refused.value, ConnectionLost)
         assert str(refused.value) == (
-            "the server refused STORE: [SERVERBUG] refused by the test proxy")
+            "the server refused STORE: [SERVERBUG] refused by the test proxy"
+        )
     finally:
         box.logout()
 
 
 def test_a_bye_reads_as_the_server_ending_the_session_with_its_reason(
-    account: Account, proxy: CutProxy,
+    account: Account,
+    proxy: CutProxy,
 ) -> None:
     account.append(message(), WHEN)
     box = _connect(proxy.port, account)
     try:
-        proxy.set(Cut(bye=lambda line: b" SELECT " in line,
-                      bye_text=b"[UNAVAILABLE] Server shutting down."))
+        proxy.set(
+            Cut(
+                bye=lambda line: b" SELECT " in line,
+                bye_text=b"[UNAVAILABLE] Server shutting down.",
+            )
+        )
         with pytest.raises(ConnectionLost) as ended:
             box.open("INBOX", read_only=False)
-        assert str(ended.value) == ("the server closed the connection during SELECT INBOX: "
-                                    "[UNAVAILABLE] Server shutting down.")
+        assert str(ended.value) == (
+            "the server closed the connection during SELECT INBOX: "
+            "[UNAVAILABLE] Server shutting down."
+        )
     finally:
         box.logout()
 

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,19 +18,22 @@ from imapclient import IMAPClient
 
 from inbox_guard import config
 from inbox_guard.mailbox import Mailbox
-from inbox_guard.service import IDLE_SECONDS, Service, backoff, digest_trigger
+from inbox_guard.service import Service
+from inbox_guard.timing import IDLE_SECONDS, backoff, digest_trigger
 
-from .conftest import PASSWORD_ENV, Account, Practice, fire, message, wait_for, write_practice
+from .conftest import (
+    PASSWORD_ENV,
+    Account,
+    Practice,
+    fire,
+    message,
+    out_of_hours_recently,
+    wait_for,
+    write_practice,
+)
 from .dovecot import Dovecot
 
 KW = b"$OutOfHours"
-RECENT = datetime.now(UTC) - timedelta(days=1)
-
-
-def out_of_hours_recently() -> datetime:
-    """An instant in the last week that the test practice counts as out of hours."""
-    t = RECENT.replace(hour=23, minute=30, second=0, microsecond=0)
-    return t if t < datetime.now(UTC) else t - timedelta(days=1)
 
 
 def practice_on(
@@ -62,7 +65,9 @@ def test_scheduled_pass_and_digest_fire(
     assert wait_for(service, "triage")  # the pass at start-up
     assert KW in account.snapshot()[first]["flags"]
 
-    second = account.append(message(subject="second"), out_of_hours_recently() + timedelta(seconds=5))
+    second = account.append(
+        message(subject="second"), out_of_hours_recently() + timedelta(seconds=5)
+    )
     fire(service, "triage")
     assert wait_for(service, "triage")
     assert KW in account.snapshot()[second]["flags"]
@@ -104,8 +109,11 @@ def test_service_recovers_when_the_server_restarts(
             assert wait_for(service, "triage")
             fire(service, "digest")
             assert wait_for(service, "digest")
-            [digest] = [m["bytes"] for m in account.snapshot().values()
-                        if b"Out-of-hours digest" in m["bytes"]]
+            [digest] = [
+                m["bytes"]
+                for m in account.snapshot().values()
+                if b"Out-of-hours digest" in m["bytes"]
+            ]
             assert b"inbox-guard had trouble since the last digest" in digest
             assert b"triage: " in digest
             assert service.problems() == []  # reported once, then forgotten
@@ -118,7 +126,12 @@ def test_digest_schedule_is_local_across_daylight_saving(practice: Practice) -> 
     tz = trigger.timezone
     # Tue 20 Oct (summer time) -> Wed 21 Oct 07:30 BST, which is 06:30 UTC.
     summer = trigger.get_next_fire_time(None, datetime(2026, 10, 20, 12, 0, tzinfo=tz))
-    assert (summer.day, summer.hour, summer.minute, summer.utcoffset()) == (21, 7, 30, timedelta(hours=1))
+    assert (summer.day, summer.hour, summer.minute, summer.utcoffset()) == (
+        21,
+        7,
+        30,
+        timedelta(hours=1),
+    )
     # Fri 23 Oct -> past the weekend and the clock change -> Mon 26 Oct 07:30 GMT.
     winter = trigger.get_next_fire_time(None, datetime(2026, 10, 23, 12, 0, tzinfo=tz))
     assert (winter.day, winter.hour, winter.minute, winter.utcoffset()) == (26, 7, 30, timedelta(0))
@@ -132,7 +145,9 @@ def test_run_stops_cleanly_on_sigterm(practice: Practice, account: Account) -> N
     account.append(message(), out_of_hours_recently())
     proc = subprocess.Popen(
         [sys.executable, "-m", "inbox_guard", "--config", str(practice.config), "run"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, PASSWORD_ENV: account.password},
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, PASSWORD_ENV: account.password},
     )
     assert proc.stderr is not None
     lines = []
@@ -154,8 +169,9 @@ def test_run_stops_cleanly_on_sigterm(practice: Practice, account: Account) -> N
 def test_push_marks_and_drafts_new_mail_within_seconds(
     practice: Practice, account: Account
 ) -> None:
-    practice.config.write_text(practice.config.read_text().replace(
-        "[triage]\n", "[triage]\npoll_minutes = 60\n"))
+    practice.config.write_text(
+        practice.config.read_text().replace("[triage]\n", "[triage]\npoll_minutes = 60\n")
+    )
     service = Service(config.load(practice.config))
     try:
         service.start()
@@ -186,9 +202,11 @@ def test_idle_ends_on_time_is_issued_again_and_misses_nothing(
         started = time.monotonic()
         assert box.wait_for_news("INBOX", 10, stop, tick=0.1)
         assert time.monotonic() - started < 5
+
         # Mail that lands during an IDLE.
         def append_later() -> None:
             account.append(message(subject="during"), out_of_hours_recently())
+
         later = threading.Timer(0.5, append_later)
         later.start()
         assert box.wait_for_news("INBOX", 10, stop, tick=0.1)
@@ -201,7 +219,9 @@ def test_idle_ends_on_time_is_issued_again_and_misses_nothing(
 
 
 def test_without_idle_the_service_polls(
-    tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="inbox_guard")
@@ -233,8 +253,9 @@ def test_without_idle_the_service_polls(
 def test_push_comes_back_after_the_connection_drops_and_catches_up(
     practice: Practice, account: Account, caplog: pytest.LogCaptureFixture
 ) -> None:
-    practice.config.write_text(practice.config.read_text().replace(
-        "[triage]\n", "[triage]\npoll_minutes = 60\n"))
+    practice.config.write_text(
+        practice.config.read_text().replace("[triage]\n", "[triage]\npoll_minutes = 60\n")
+    )
     caplog.set_level(logging.INFO, logger="inbox_guard")
     service = Service(config.load(practice.config))
     try:

@@ -21,7 +21,9 @@ def weekly(day: str = "WE", start: datetime = datetime(2026, 9, 2, 10, 0)) -> Se
 
 def test_weekly_rule_gives_the_next_wednesday() -> None:
     sunday_night = datetime(2026, 11, 22, 23, 40, tzinfo=LONDON)
-    assert next_session(weekly(), sunday_night, LONDON) == datetime(2026, 11, 25, 10, 0, tzinfo=LONDON)
+    assert next_session(weekly(), sunday_night, LONDON) == datetime(
+        2026, 11, 25, 10, 0, tzinfo=LONDON
+    )
 
 
 def test_a_session_starting_exactly_now_is_not_next() -> None:
@@ -69,8 +71,9 @@ def test_bad_rrules_are_refused(bad: str) -> None:
 
 
 @given(
-    after=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2030, 1, 1),
-                       timezones=st.just(UTC)),
+    after=st.datetimes(
+        min_value=datetime(2026, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+    ),
     day=st.sampled_from(["MO", "TU", "WE", "TH", "FR", "SA", "SU"]),
 )
 def test_next_weekly_session_is_after_and_within_a_week(after: datetime, day: str) -> None:
@@ -97,10 +100,12 @@ def test_rules_finer_than_daily_are_refused(rule: str, problem: str) -> None:
 
 
 def test_up_to_four_sessions_a_day_are_allowed() -> None:
-    s = Sessions(rule=parse_rrule("FREQ=WEEKLY;BYDAY=MO;BYHOUR=9,11,14,16",
-                                  datetime(2026, 11, 16, 9)))
+    s = Sessions(
+        rule=parse_rrule("FREQ=WEEKLY;BYDAY=MO;BYHOUR=9,11,14,16", datetime(2026, 11, 16, 9))
+    )
     assert next_session(s, datetime(2026, 11, 16, 12, tzinfo=LONDON), LONDON) == datetime(
-        2026, 11, 16, 14, tzinfo=LONDON)
+        2026, 11, 16, 14, tzinfo=LONDON
+    )
 
 
 def test_a_session_in_the_year_9999_is_no_next_session() -> None:
@@ -115,7 +120,8 @@ def test_a_next_session_more_than_ten_years_ahead_is_none() -> None:
     assert next_session(s, datetime(2026, 2, 1, tzinfo=LONDON), LONDON) is None
     s = Sessions(rule=parse_rrule("FREQ=YEARLY;INTERVAL=9", datetime(2026, 1, 5, 10)))
     assert next_session(s, datetime(2026, 2, 1, tzinfo=LONDON), LONDON) == datetime(
-        2035, 1, 5, 10, tzinfo=LONDON)
+        2035, 1, 5, 10, tzinfo=LONDON
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -124,8 +130,11 @@ def test_a_next_session_more_than_ten_years_ahead_is_none() -> None:
     interval=st.integers(min_value=1, max_value=20_000),
     byday=st.sampled_from(["", ";BYDAY=MO", ";BYDAY=TU,FR"]),
     start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 31)),
-    after=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 31),
-                       timezones=st.sampled_from([UTC, LONDON, NEW_YORK])),
+    after=st.datetimes(
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2100, 12, 31),
+        timezones=st.sampled_from([UTC, LONDON, NEW_YORK]),
+    ),
     tz=st.sampled_from([LONDON, NEW_YORK, ZoneInfo("Pacific/Kiritimati")]),
 )
 def test_any_accepted_rule_gives_a_later_session_or_none(

@@ -84,8 +84,9 @@ def test_gmail_announces_x_gm_ext_1_everywhere(dovecot: Dovecot, account: Accoun
         raw = Raw(proxy.port)
         assert raw.greeting.startswith(b"* OK [CAPABILITY ")
         assert b" X-GM-EXT-1]" in raw.greeting
-        login = raw.command(b"a1", b'LOGIN "%s" "%s"' % (
-            account.user.encode(), account.password.encode()))
+        login = raw.command(
+            b"a1", b'LOGIN "%s" "%s"' % (account.user.encode(), account.password.encode())
+        )
         assert login[-1].startswith(b"a1 OK [CAPABILITY ") and b" X-GM-EXT-1]" in login[-1]
         after = raw.command(b"a2", b"CAPABILITY")
         assert after[0].startswith(b"* CAPABILITY ") and after[0].endswith(b" X-GM-EXT-1")
@@ -111,10 +112,9 @@ def test_gmail_labels_are_folders_holding_one_copy(dovecot: Dovecot, account: Ac
         assert client.add_gmail_labels([uid], LABELS, silent=True) is None
         assert client.add_gmail_labels([uid], LABELS, silent=True) is None  # a set: no-op
         # The exact bytes imapclient 4.x sends: quoted strings, modified UTF-7.
-        assert (
-            f'UID STORE {uid} +X-GM-LABELS.SILENT ("OutOfHours" "Au&AN8-er Haus")'.encode()
-            in [c.split(b" ", 1)[1] for c in proxy.commands]
-        )
+        assert f'UID STORE {uid} +X-GM-LABELS.SILENT ("OutOfHours" "Au&AN8-er Haus")'.encode() in [
+            c.split(b" ", 1)[1] for c in proxy.commands
+        ]
         # Another connection, the labels answered back without .SILENT: still one copy.
         other = proxied(proxy, account)
         other.select_folder("INBOX")
@@ -208,7 +208,7 @@ def test_exchange_has_no_keywords(dovecot: Dovecot, account: Account) -> None:
         assert set(selected[b"FLAGS"]) == system
         assert client.get_flags([uid]) == {uid: ()}
         for silent in (True, False):
-            with pytest.raises(IMAPClientError, match="Command Argument Error. 11"):
+            with pytest.raises(IMAPClientError, match=r"Command Argument Error\. 11"):
                 client.add_flags([uid], ["$OutOfHours"], silent=silent)
         client.add_flags([uid], [r"\Flagged"], silent=True)
         assert client.get_flags([uid]) == {uid: (b"\\Flagged",)}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from inbox_guard.store import MAX_PROBLEMS, Store
+from inbox_guard.records import MAX_PROBLEMS
+from inbox_guard.store import Store
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 
@@ -23,7 +24,9 @@ def test_problems_are_counted_kept_across_reopening_and_forgotten_once_reported(
     store = Store.open(path)  # a restarted service still knows
     reported = store.problems()
     assert [(p.what, p.times) for p in reported] == [
-        ("triage: cannot connect", 2), ("calendar: cannot fetch", 1)]
+        ("triage: cannot connect", 2),
+        ("calendar: cannot fetch", 1),
+    ]
     assert reported[0].first == T0 and reported[0].last == T0 + timedelta(minutes=5)
 
     # Trouble again while the digest was being delivered: that is for the next one.

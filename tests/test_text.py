@@ -27,8 +27,16 @@ def storable(s: str) -> None:
 
 
 def test_every_codec_python_knows_decodes_to_storable_text() -> None:
-    hostile = [b"", b"+2AA-", b"\\ud800", b"\xff\xfe\x00\xd8", b"\x00\xd8", b"xn--", b"=?=",
-               bytes(range(256))]
+    hostile = [
+        b"",
+        b"+2AA-",
+        b"\\ud800",
+        b"\xff\xfe\x00\xd8",
+        b"\x00\xd8",
+        b"xn--",
+        b"=?=",
+        bytes(range(256)),
+    ]
     for name in CODEC_NAMES:
         for data in hostile:
             storable(text.decode(data, name))
@@ -41,10 +49,15 @@ def test_any_bytes_in_any_charset_decode(data: bytes, charset: str) -> None:
 
 
 @settings(max_examples=400)
-@given(charset=charset_names, kind=st.sampled_from("qQbBx"),
-       payload=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e,
-                                              exclude_characters="?"), max_size=60),
-       around=st.text(max_size=20))
+@given(
+    charset=charset_names,
+    kind=st.sampled_from("qQbBx"),
+    payload=st.text(
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="?"),
+        max_size=60,
+    ),
+    around=st.text(max_size=20),
+)
 def test_any_encoded_word_decodes(charset: str, kind: str, payload: str, around: str) -> None:
     value = f"{around}=?{charset}?{kind}?{payload}?= {around}"
     storable(text.decode_words(value))
@@ -69,9 +82,12 @@ def test_any_header_block_parses_and_its_subject_is_fit_to_show(raw: bytes) -> N
 
 
 @settings(max_examples=300)
-@given(raw=st.binary(max_size=2000),
-       encoding=st.sampled_from(["base64", "quoted-printable", "7bit", "8bit", "x-uue", ""]),
-       charset=charset_names, subtype=st.sampled_from(["plain", "html", "x"]))
+@given(
+    raw=st.binary(max_size=2000),
+    encoding=st.sampled_from(["base64", "quoted-printable", "7bit", "8bit", "x-uue", ""]),
+    charset=charset_names,
+    subtype=st.sampled_from(["plain", "html", "x"]),
+)
 def test_any_text_part_decodes_for_the_risk_screen(
     raw: bytes, encoding: str, charset: str, subtype: str
 ) -> None:
@@ -111,8 +127,10 @@ def test_sender_text_in_an_agenda_line_is_one_inert_code_span(subject: str) -> N
 def test_markdown_in_a_subject_stays_text() -> None:
     from datetime import datetime
 
-    line = agenda.note_line(datetime(2026, 11, 22, 23, 40),
-                            "![x](https://evil.example/p.png) [click](https://e.example) "
-                            "<img src=x> `code`", "b" * 32)
+    line = agenda.note_line(
+        datetime(2026, 11, 22, 23, 40),
+        "![x](https://evil.example/p.png) [click](https://e.example) <img src=x> `code`",
+        "b" * 32,
+    )
     assert "out-of-hours email: `` ![x](https://evil.example/p.png) [click](" in line
     assert "‹img src=x›" in line and "<img" not in line

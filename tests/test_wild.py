@@ -4,15 +4,12 @@ Each test here reproduces a way the product broke against a real Dovecot."""
 
 from __future__ import annotations
 
-import email
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.policy import default as default_policy
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,11 +19,18 @@ from inbox_guard.store import Store
 
 from .conftest import (
     JANE,
+    KW,
+    MONDAY_8,
     PASSWORD_ENV,
+    RISK_KW,
     SAM,
+    SUNDAY_NIGHT,
     THERAPIST,
+    TUESDAY_9,
     Account,
+    Capsys,
     Practice,
+    drafts,
     message,
     unreadable,
     write_practice,
@@ -35,23 +39,13 @@ from .dovecot import Dovecot
 from .faults import Cut, CutProxy
 from .hostile_corpus import corpus
 
-SUNDAY_NIGHT = datetime(2026, 11, 15, 23, 40, tzinfo=UTC)
-MONDAY_8 = "2026-11-16T08:00:00+00:00"
-TUESDAY_9 = "2026-11-17T09:00:00+00:00"
-KW = b"$OutOfHours"
-RISK_KW = b"$NeedsAttention"
-Capsys = pytest.CaptureFixture[str]
-
-
-def drafts(account: Account, folder: str = "Drafts") -> list[EmailMessage]:
-    return [email.message_from_bytes(m["bytes"], policy=default_policy)  # type: ignore[misc]
-            for m in account.snapshot(folder).values()]
-
 
 def cli(p: Practice, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "inbox_guard", "--config", str(p.config), *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -65,14 +59,16 @@ def with_setting(p: Practice, after: str, line: str) -> None:
 
 # -- 1. a forged message never stops triage ------------------------------------------
 
+
 def test_a_hostile_corpus_from_a_clients_address_never_stops_triage(
     practice: Practice, account: Account, capsys: Capsys
 ) -> None:
     hostile = {}
     for i, (name, raw) in enumerate(corpus(JANE, THERAPIST).items()):
         hostile[name] = account.append(raw, SUNDAY_NIGHT + timedelta(seconds=i))
-    normal = account.append(message(sender=SAM, subject="see you Wednesday"),
-                            SUNDAY_NIGHT + timedelta(minutes=30))
+    normal = account.append(
+        message(sender=SAM, subject="see you Wednesday"), SUNDAY_NIGHT + timedelta(minutes=30)
+    )
 
     result = practice.once_json(capsys, "--now", MONDAY_8)
 
@@ -80,8 +76,7 @@ def test_a_hostile_corpus_from_a_clients_address_never_stops_triage(
     flagged = {f["uid"]: f for f in result["flagged"]}
     assert set(flagged) == {*hostile.values(), normal}
     assert flagged[normal]["draft"] is True
-    for name in ("charset-undefined", "charset-utf7-surrogate", "html-hostile",
-                 "multipart-nested"):
+    for name in ("charset-undefined", "charset-utf7-surrogate", "html-hostile", "multipart-nested"):
         assert flagged[hostile[name]]["risk"] is True, name
     snap = account.snapshot()
     assert all(KW in snap[u]["flags"] for u in flagged)
@@ -121,6 +116,7 @@ def test_a_message_the_server_cannot_read_is_retried_alone(
 
 # -- 2. two copies of one message ----------------------------------------------------
 
+
 def test_two_copies_of_one_message_are_both_marked_and_drafted_once(
     tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,13 +146,16 @@ def test_two_copies_of_one_message_are_both_marked_and_drafted_once(
 
 # -- 3. every server answer is checked ------------------------------------------------
 
+
 def test_a_refused_append_is_not_recorded_as_a_draft(
     tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, account.password)
     p = write_practice(tmp_path, account, drafts="per-message")
-    uids = [account.append(message(subject=f"n{i}"), SUNDAY_NIGHT + timedelta(minutes=i))
-            for i in range(2)]  # two drafts: one MULTIAPPEND
+    uids = [
+        account.append(message(subject=f"n{i}"), SUNDAY_NIGHT + timedelta(minutes=i))
+        for i in range(2)
+    ]  # two drafts: one MULTIAPPEND
     drafts(account)  # the Drafts folder exists now
     tmp = account.server.maildir(account.user) / ".Drafts" / "tmp"
     tmp.chmod(0o555)
@@ -234,14 +233,18 @@ def test_a_refused_store_is_one_messages_fault_and_its_other_steps_go_on(
     with CutProxy(account.port) as proxy:
         proxy.set(Cut(refuse=lambda line: _in_uid_set(sam, line)))
         original = practice.config.read_text()
-        practice.config.write_text(original.replace(f"port = {account.port}",
-                                                    f"port = {proxy.port}"))
+        practice.config.write_text(
+            original.replace(f"port = {account.port}", f"port = {proxy.port}")
+        )
         result = practice.once_json(capsys, "--now", MONDAY_8)
         practice.config.write_text(original)
     assert [f["uid"] for f in result["flagged"]] == [jane]
     assert result["errors"] == [
-        {"uid": sam, "error": "mark: the server refused STORE: [SERVERBUG] refused by the "
-                              "test proxy"}]
+        {
+            "uid": sam,
+            "error": "mark: the server refused STORE: [SERVERBUG] refused by the test proxy",
+        }
+    ]
     snap = account.snapshot()
     assert KW in snap[jane]["flags"] and KW not in snap[sam]["flags"]
     assert sorted(d["To"] for d in drafts(account)) == [JANE, SAM]  # its draft went on
@@ -251,6 +254,7 @@ def test_a_refused_store_is_one_messages_fault_and_its_other_steps_go_on(
 
 
 # -- 4. safety first -------------------------------------------------------------------
+
 
 def test_the_risk_alert_does_not_wait_for_the_draft(
     practice: Practice, account: Account, capsys: Capsys
@@ -290,6 +294,7 @@ def test_the_risk_alert_does_not_wait_for_the_draft(
 
 # -- 5. one worker per state file --------------------------------------------------------
 
+
 def test_two_passes_started_together_make_each_draft_once(
     tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -297,11 +302,23 @@ def test_two_passes_started_together_make_each_draft_once(
     p = write_practice(tmp_path, account, drafts="per-message")
     with account.client() as c:
         for i in range(120):
-            c.append("INBOX", message(subject=f"n{i}"), msg_time=SUNDAY_NIGHT + timedelta(seconds=i))
-    cmd = [sys.executable, "-m", "inbox_guard", "--config", str(p.config), "once",
-           "--now", MONDAY_8]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+            c.append(
+                "INBOX", message(subject=f"n{i}"), msg_time=SUNDAY_NIGHT + timedelta(seconds=i)
+            )
+    cmd = [
+        sys.executable,
+        "-m",
+        "inbox_guard",
+        "--config",
+        str(p.config),
+        "once",
+        "--now",
+        MONDAY_8,
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     errors = [proc.communicate(timeout=120)[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], errors
     ids = [d["Message-ID"] for d in drafts(account)]
@@ -319,13 +336,16 @@ def test_a_pass_while_another_works_on_the_state_file_says_so_in_one_line(
         holder.close()
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1
-    assert done.stderr.startswith(f"inbox-guard: {practice.state}: another inbox-guard is "
-                                  f"working on this state file (pid {os.getpid()})")
+    assert done.stderr.startswith(
+        f"inbox-guard: {practice.state}: another inbox-guard is "
+        f"working on this state file (pid {os.getpid()})"
+    )
     assert KW not in account.snapshot()[1]["flags"]
     Store.open(practice.state, wait=0).close()  # released with its holder
 
 
 # -- 6. lost state ----------------------------------------------------------------------
+
 
 def test_a_lost_state_file_never_makes_a_second_draft(
     tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
@@ -333,11 +353,16 @@ def test_a_lost_state_file_never_makes_a_second_draft(
     monkeypatch.setenv(PASSWORD_ENV, account.password)
     p = write_practice(tmp_path, account, drafts="per-message")
     for i in range(3):
-        account.append(message(subject=f"n{i}", body="I want to die\n" if i == 0 else "x\n"),
-                       SUNDAY_NIGHT + timedelta(minutes=i))
+        account.append(
+            message(subject=f"n{i}", body="I want to die\n" if i == 0 else "x\n"),
+            SUNDAY_NIGHT + timedelta(minutes=i),
+        )
     p.once_json(capsys, "--now", MONDAY_8)
-    before = {"inbox": account.snapshot(), "drafts": account.snapshot("Drafts"),
-              "agendas": p.files()}
+    before = {
+        "inbox": account.snapshot(),
+        "drafts": account.snapshot("Drafts"),
+        "agendas": p.files(),
+    }
     for f in p.state.parent.glob(p.state.name + "*"):
         if not f.name.endswith(".lock"):
             f.rename(f.with_name(f.name + ".moved-aside"))
@@ -352,6 +377,7 @@ def test_a_lost_state_file_never_makes_a_second_draft(
 
 # -- 7. steps planned under an old UIDVALIDITY ------------------------------------------
 
+
 @pytest.mark.parametrize("lookback", [30, 0], ids=["found-by-rescan", "found-by-message-id"])
 def test_marks_planned_before_the_inbox_was_renumbered_are_made_in_the_new_numbering(
     practice: Practice, account: Account, capsys: Capsys, lookback: int
@@ -360,17 +386,20 @@ def test_marks_planned_before_the_inbox_was_renumbered_are_made_in_the_new_numbe
     with CutProxy(account.port) as proxy:
         proxy.set(Cut(at_command=b"UID STORE", forward_first=False))
         original = practice.config.read_text()
-        practice.config.write_text(original.replace(f"port = {account.port}",
-                                                    f"port = {proxy.port}"))
+        practice.config.write_text(
+            original.replace(f"port = {account.port}", f"port = {proxy.port}")
+        )
         code, _, _ = practice.run("once", "--now", MONDAY_8, capsys=capsys)
         practice.config.write_text(original)
     assert code == 3  # planned and recorded, then cut before the STORE reached the server
     with account.client() as c:
         validity = c.select_folder("INBOX")[b"UIDVALIDITY"]
-    account.server.doveadm("mailbox", "update", "-u", account.user, "--uid-validity",
-                           str(validity + 7), "INBOX")
-    practice.config.write_text(practice.config.read_text().replace(
-        "lookback_days = 30", f"lookback_days = {lookback}"))
+    account.server.doveadm(
+        "mailbox", "update", "-u", account.user, "--uid-validity", str(validity + 7), "INBOX"
+    )
+    practice.config.write_text(
+        practice.config.read_text().replace("lookback_days = 30", f"lookback_days = {lookback}")
+    )
 
     result = practice.once_json(capsys, "--now", MONDAY_8)
 
@@ -380,6 +409,7 @@ def test_marks_planned_before_the_inbox_was_renumbered_are_made_in_the_new_numbe
 
 
 # -- 10. a state path that is not ours ---------------------------------------------------
+
 
 def test_a_state_path_that_is_not_a_state_file_is_left_untouched(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"

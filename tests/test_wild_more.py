@@ -19,9 +19,22 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PASSWORD_ENV, SAM, Account, Practice, message, unreadable, write_practice
+from .conftest import (
+    KW,
+    MONDAY_8,
+    PASSWORD_ENV,
+    RISK_KW,
+    SAM,
+    SUNDAY_NIGHT,
+    Account,
+    Capsys,
+    Practice,
+    drafts,
+    message,
+    unreadable,
+    write_practice,
+)
 from .faults import Cut, CutProxy, Trip
-from .test_wild import KW, MONDAY_8, RISK_KW, SUNDAY_NIGHT, Capsys, drafts
 
 EVIL = "<=?utf-8?q?=0D=0ABcc:_mallory@evil.example=0D=0AX-Ig:?=>"
 
@@ -29,6 +42,7 @@ EVIL = "<=?utf-8?q?=0D=0ABcc:_mallory@evil.example=0D=0AX-Ig:?=>"
 # would decode it when the draft's In-Reply-To or References is set, and a CR LF
 # inside would start new header lines in the draft (a Bcc to an outsider, which the
 # practitioner's mail program would honour). Such an id is treated as absent.
+
 
 @pytest.mark.parametrize("where", ["Message-ID", "References"])
 def test_a_hostile_message_id_cannot_add_headers_to_the_draft(
@@ -55,14 +69,17 @@ def test_a_hostile_message_id_cannot_add_headers_to_the_draft(
 # HEADER); one message file anywhere that Dovecot cannot read makes that SEARCH
 # fail. The alert goes anyway: twice is better than never.
 
+
 def test_an_unreadable_stranger_message_does_not_hold_back_a_risk_alert(
     practice: Practice, account: Account, capsys: Capsys
 ) -> None:
     practice.once_json(capsys, "--now", MONDAY_8)  # the position is known
-    account.append(message(sender="news@shop.example", body="unique-unreadable-token\n"),
-                   SUNDAY_NIGHT)
-    risky = account.append(message(body="I want to end it all\n"),
-                           SUNDAY_NIGHT + timedelta(minutes=1))
+    account.append(
+        message(sender="news@shop.example", body="unique-unreadable-token\n"), SUNDAY_NIGHT
+    )
+    risky = account.append(
+        message(body="I want to end it all\n"), SUNDAY_NIGHT + timedelta(minutes=1)
+    )
     with unreadable(account, b"unique-unreadable-token"):
         results = [practice.once_json(capsys, "--now", MONDAY_8) for _ in range(4)]
     assert RISK_KW in account.snapshot()[risky]["flags"]
@@ -74,21 +91,23 @@ def test_an_unreadable_stranger_message_does_not_hold_back_a_risk_alert(
 # with SEARCH FROM, which makes Dovecot open every file in range; when one cannot be
 # read, the pass falls back to SEARCH SINCE and picks out client mail itself.
 
+
 def test_one_unreadable_message_does_not_stop_the_first_pass(
     practice: Practice, account: Account, capsys: Capsys
 ) -> None:
     account.append(message(body="unique-unreadable-token\n"), SUNDAY_NIGHT)
-    good = account.append(message(sender=SAM, body="I want to end it all\n"),
-                          SUNDAY_NIGHT + timedelta(minutes=1))
+    good = account.append(
+        message(sender=SAM, body="I want to end it all\n"), SUNDAY_NIGHT + timedelta(minutes=1)
+    )
     with unreadable(account, b"unique-unreadable-token"):
-        runs = [practice.run("once", "--json", "--now", MONDAY_8, capsys=capsys)
-                for _ in range(2)]
+        runs = [practice.run("once", "--json", "--now", MONDAY_8, capsys=capsys) for _ in range(2)]
     assert [code for code, _, _ in runs] == [0, 0], [err for _, _, err in runs]
     assert KW in account.snapshot()[good]["flags"]
 
 
 # Many unreadable messages use up a pass's logins-again budget: the rest of the
 # batch is reported as not read this time, and the pass still records its progress.
+
 
 def test_many_unreadable_messages_do_not_stall_triage_forever(
     practice: Practice, account: Account, capsys: Capsys
@@ -97,12 +116,18 @@ def test_many_unreadable_messages_do_not_stall_triage_forever(
     practice.once_json(capsys, "--now", MONDAY_8)  # position known
     bad = []
     for i in range(n):
-        bad.append(account.append(message(body=f"bad-token-{i:03d}\n"),
-                                  SUNDAY_NIGHT + timedelta(seconds=i)))
-        account.append(message(sender=SAM, subject=f"fine {i}"),
-                       SUNDAY_NIGHT + timedelta(seconds=i, milliseconds=500))
-    risky = account.append(message(sender=SAM, body="I want to end it all\n"),
-                           SUNDAY_NIGHT + timedelta(minutes=5))
+        bad.append(
+            account.append(
+                message(body=f"bad-token-{i:03d}\n"), SUNDAY_NIGHT + timedelta(seconds=i)
+            )
+        )
+        account.append(
+            message(sender=SAM, subject=f"fine {i}"),
+            SUNDAY_NIGHT + timedelta(seconds=i, milliseconds=500),
+        )
+    risky = account.append(
+        message(sender=SAM, body="I want to end it all\n"), SUNDAY_NIGHT + timedelta(minutes=5)
+    )
     codes = []
     with unreadable(account, *(f"bad-token-{i:03d}".encode() for i in range(n))):
         for _ in range(3):
@@ -116,6 +141,7 @@ def test_many_unreadable_messages_do_not_stall_triage_forever(
 # The practitioner archives a handled message and moves it back (an "undo" on the
 # phone): same Message-ID and INTERNALDATE, a new UID. It is the same contact, not
 # a second copy: no second agenda line, no second alert.
+
 
 def test_moving_a_handled_message_out_and_back_is_not_a_new_contact(
     practice: Practice, account: Account, capsys: Capsys
@@ -144,11 +170,13 @@ def test_moving_a_handled_message_out_and_back_is_not_a_new_contact(
 # SIGKILLed right after the *draft* APPEND; two clean passes must then leave one
 # alert, one draft per message and one agenda line each.
 
+
 def test_kill_between_draft_append_and_its_record_with_an_alert(
     practice: Practice, account: Account, capsys: Capsys
 ) -> None:
-    practice.config.write_text(practice.config.read_text().replace(
-        'drafts = "per-window"', 'drafts = "per-message"'))
+    practice.config.write_text(
+        practice.config.read_text().replace('drafts = "per-window"', 'drafts = "per-message"')
+    )
     risky = account.append(message(body="I want to end it all\n"), SUNDAY_NIGHT)
     other = account.append(message(sender=SAM), SUNDAY_NIGHT + timedelta(minutes=1))
     worker: list[subprocess.Popen[bytes]] = []
@@ -162,15 +190,28 @@ def test_kill_between_draft_append_and_its_record_with_an_alert(
 
     with CutProxy(account.port) as proxy:
         original = practice.config.read_text()
-        practice.config.write_text(original.replace(f"port = {account.port}",
-                                                    f"port = {proxy.port}"))
+        practice.config.write_text(
+            original.replace(f"port = {account.port}", f"port = {proxy.port}")
+        )
         proxy.set(Cut())
         proxy.arm(Trip(b'APPEND "DRAFTS"', "answered", kill))
         try:
-            worker.append(subprocess.Popen(
-                [sys.executable, "-m", "inbox_guard", "--config", str(practice.config),
-                 "once", "--now", MONDAY_8], stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE))
+            worker.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "inbox_guard",
+                        "--config",
+                        str(practice.config),
+                        "once",
+                        "--now",
+                        MONDAY_8,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            )
         finally:
             started.set()
         worker[0].communicate(timeout=120)
@@ -190,6 +231,7 @@ def test_kill_between_draft_append_and_its_record_with_an_alert(
 
 # Very many out-of-hours client messages in one pass (a forged flood).
 
+
 def test_a_flood_of_client_mail_in_one_pass(
     tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,8 +241,11 @@ def test_a_flood_of_client_mail_in_one_pass(
     n = 600
     with account.client() as c:
         for i in range(n):
-            c.append("INBOX", message(subject=f"n{i}", body="I want to die\n" if i % 50 == 0 else "x\n"),
-                     msg_time=SUNDAY_NIGHT - timedelta(seconds=i))
+            c.append(
+                "INBOX",
+                message(subject=f"n{i}", body="I want to die\n" if i % 50 == 0 else "x\n"),
+                msg_time=SUNDAY_NIGHT - timedelta(seconds=i),
+            )
     r = p.once_json(capsys, "--now", MONDAY_8)
     assert r["errors"] == [] and len(r["flagged"]) == n
     assert len(drafts(account)) == n
@@ -211,6 +256,7 @@ def test_a_flood_of_client_mail_in_one_pass(
 # The newest inbox message expunged before a pass saw it: the position still
 # catches up with UIDNEXT, so later quiet passes stay CAPABILITY, LOGIN, STATUS,
 # LOGOUT.
+
 
 def test_quiet_pass_stays_quiet_after_the_newest_message_was_expunged(
     practice: Practice, account: Account, capsys: Capsys
@@ -225,8 +271,9 @@ def test_quiet_pass_stays_quiet_after_the_newest_message_was_expunged(
         c.expunge()
     with CutProxy(account.port) as proxy:
         original = practice.config.read_text()
-        practice.config.write_text(original.replace(f"port = {account.port}",
-                                                    f"port = {proxy.port}"))
+        practice.config.write_text(
+            original.replace(f"port = {account.port}", f"port = {proxy.port}")
+        )
         try:
             practice.once_json(capsys, "--now", MONDAY_8)  # this one may look
             seen = []
@@ -243,9 +290,13 @@ def test_quiet_pass_stays_quiet_after_the_newest_message_was_expunged(
 # A state path with '#' or '?' in it (a folder named "Practice #2"): the dry run
 # reads the real state file and creates nothing.
 
+
 @pytest.mark.parametrize("folder", ["Practice #2", "what?"])
 def test_dry_run_reads_the_real_state_and_writes_nothing(
-    tmp_path: Path, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    account: Account,
+    capsys: Capsys,
+    monkeypatch: pytest.MonkeyPatch,
     folder: str,
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, account.password)
@@ -257,5 +308,6 @@ def test_dry_run_reads_the_real_state_and_writes_nothing(
 
     dry = p.once_json(capsys, "--dry-run", "--now", MONDAY_8)
 
-    assert (sorted(os.listdir(tmp_path)), dry["flagged"]) == (before, []), \
+    assert (sorted(os.listdir(tmp_path)), dry["flagged"]) == (before, []), (
         "the dry run created a file / did not see the state file"
+    )
