@@ -11,5 +11,8 @@ RUN pip install --no-cache-dir . && rm -rf /src
 USER inbox-guard
 WORKDIR /data
 ENV INBOX_GUARD_CONFIG=/config/inbox-guard.toml
+# Relative state and agenda paths in the config go here (a volume), not beside the
+# read-only config.
+ENV INBOX_GUARD_DATA=/data
 ENTRYPOINT ["inbox-guard"]
 CMD ["run"]

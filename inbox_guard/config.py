@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = Path("config/inbox-guard.toml")
 ENV_VAR = "INBOX_GUARD_CONFIG"
+DATA_ENV = "INBOX_GUARD_DATA"  # the base of relative state and agenda paths, if set
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -157,7 +158,14 @@ def _build(
     except ValidationError as exc:
         raise _validation_error(file, exc, where) from None
     main = _with_ca_files(file, main, where)
-    settings = Settings(path=file, main=main, clients=_load_clients(file, main, where), name=name)
+    data_dir = os.environ.get(DATA_ENV)
+    settings = Settings(
+        path=file,
+        main=main,
+        clients=_load_clients(file, main, where),
+        name=name,
+        data_dir=Path(data_dir).expanduser() if data_dir else None,
+    )
     _check_state_path(settings, where)
     return settings
 

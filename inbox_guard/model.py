@@ -53,6 +53,9 @@ class Settings:
     main: MainConfig
     clients: dict[str, Client]
     name: str = ""  # the practitioner's id in a group practice ("" for a single one)
+    # Where relative state and agenda paths go ($INBOX_GUARD_DATA; the image sets /data),
+    # else the main file's folder.
+    data_dir: Path | None = None
 
     @property
     def base(self) -> Path:
@@ -89,11 +92,11 @@ class Settings:
 
     @property
     def agenda_dir(self) -> Path:
-        return self.resolve(self.main.agenda.dir)
+        return resolve(self.data_dir or self.base, self.main.agenda.dir)
 
     @property
     def state_path(self) -> Path:
-        return self.resolve(self.main.state.path)
+        return resolve(self.data_dir or self.base, self.main.state.path)
 
     @property
     def templates_dir(self) -> Path:

@@ -494,3 +494,43 @@ def test_state_path_that_is_not_a_state_file_is_refused_and_left_alone(
         target.read_bytes() if target.is_file() else None,
     )
     assert after == before
+
+
+def test_inbox_guard_data_is_where_relative_state_and_agendas_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    main_file = write(config_dir)
+    monkeypatch.delenv("INBOX_GUARD_DATA", raising=False)
+    s = load(main_file)
+    assert s.state_path == config_dir / "state" / "inbox-guard.sqlite3"
+    assert s.agenda_dir == config_dir / "agendas"
+
+    monkeypatch.setenv("INBOX_GUARD_DATA", str(tmp_path / "data"))
+    s = load(main_file)
+    assert s.state_path == tmp_path / "data" / "state" / "inbox-guard.sqlite3"
+    assert s.agenda_dir == tmp_path / "data" / "agendas"
+    assert s.clients_dir == config_dir / "clients"  # the config's own files stay put
+
+    absolute = GOOD.replace("[account]", f'[state]\npath = "{tmp_path}/own.sqlite3"\n\n[account]')
+    s = load(write(config_dir, absolute))
+    assert s.state_path == tmp_path / "own.sqlite3"
+
+
+def test_with_inbox_guard_data_a_read_only_config_folder_gets_no_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    refused = GOOD.replace('host = "imap.example.org"', 'host = "127.0.0.1"\nport = 1')
+    main_file = write(config_dir, refused)
+    monkeypatch.setenv("INBOX_GUARD_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("IG_PW", "unused")
+    config_dir.chmod(0o555)  # as the image mounts it
+    try:
+        assert main(["--config", str(main_file), "once"]) == 3  # nothing listens on port 1
+    finally:
+        config_dir.chmod(0o755)
+    assert sorted(p.name for p in config_dir.iterdir()) == ["clients", "main.toml"]
+    assert (tmp_path / "data" / "state" / "inbox-guard.sqlite3").is_file()

@@ -25,8 +25,26 @@ def test_compose_file_parses(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "/config:ro" in done.stdout
+    rendered = done.stdout.replace(str(tmp_path), ".")
+    assert "./config:/config:ro" in rendered  # the repository's example by default ...
+    assert "depends_on" in rendered and "- dovecot" in rendered
+    with (tmp_path / ".env").open("a") as env:  # ... or the folder the README edits
+        env.write(f"INBOX_GUARD_CONFIG_DIR={tmp_path / 'mine'}\n")
+    again = subprocess.run(
+        ["docker-compose", "config"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"{tmp_path / 'mine'}:/config:ro" in again.stdout
     code = [line.split("#")[0] for line in (ROOT / "docker-compose.yml").read_text().splitlines()]
     assert not [line for line in code if "INBOX_GUARD_PASSWORD" in line]  # only from .env
+
+
+def test_the_image_keeps_state_and_agendas_under_data() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ENV INBOX_GUARD_DATA=/data$", text, re.MULTILINE)
+    assert re.search(r"^ENV INBOX_GUARD_CONFIG=/config/", text, re.MULTILINE)
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "inbox-guard-data:/data" in compose
 
 
 def test_dockerfile_is_a_plain_pip_install_as_non_root() -> None:
