@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from inbox_guard.credentials import _token_from_command
+from inbox_guard.credentials import login_secret
 from inbox_guard.errors import AuthError
-from inbox_guard.schema import Account as AccountConfig
+from inbox_guard.model import Settings
+from inbox_guard.schema import MainConfig
 
 from .conftest import Account, message, write_practice
 from .dovecot import Dovecot
@@ -125,14 +126,23 @@ def test_a_failing_token_helper_is_named(tmp_path: Path, oauth_dovecot: Dovecot)
 def test_a_helper_asking_for_authorisation_does_not_leak_its_url_query(tmp_path: Path) -> None:
     # pizauth, before the first authorisation, prints a URL carrying the client secret.
     url = "https://login.example.net/oauth2/authorize?client_id=abc&client_secret=s3cret"
-    account = AccountConfig(
-        host="imap.example.net",
-        username=USER,
-        auth="xoauth2",
-        token_command=f"echo 'Token unavailable until authorised with URL {url}' >&2; exit 1",
+    main = MainConfig.model_validate(
+        {
+            "timezone": "UTC",
+            "therapist": {"name": "Alex", "email": USER, "emergency_text": "Call 999."},
+            "account": {
+                "host": "imap.example.net",
+                "username": USER,
+                "auth": "xoauth2",
+                "token_command": (
+                    f"echo 'Token unavailable until authorised with URL {url}' >&2; exit 1"
+                ),
+            },
+        }
     )
+    secret = login_secret(Settings(path=tmp_path / "inbox-guard.toml", main=main, clients={}))
     with pytest.raises(AuthError) as caught:
-        _token_from_command(account, tmp_path / "inbox-guard.toml")
+        secret.get()
     said = str(caught.value)
     assert said.endswith(
         "failed (exit 1): Token unavailable until authorised with URL "
