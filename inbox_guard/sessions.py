@@ -90,3 +90,16 @@ def next_session(sessions: Sessions, after: datetime, tz: ZoneInfo) -> datetime 
             if seen > _MAX_OCCURRENCES:
                 break
     return min(candidates, key=lambda c: c.astimezone(UTC)) if candidates else None
+
+
+def between(sessions: Sessions, start: datetime, end: datetime, tz: ZoneInfo) -> list[datetime]:
+    """Every session starting in [``start``, ``end``), in order, as aware local times."""
+    out: list[datetime] = []
+    after = start - timedelta(microseconds=1)
+    while len(out) < _MAX_OCCURRENCES:
+        nxt = next_session(sessions, after, tz)
+        if nxt is None or nxt.astimezone(UTC) >= end.astimezone(UTC):
+            break
+        out.append(nxt)
+        after = nxt
+    return out
