@@ -123,7 +123,6 @@ def still_in_drafts(
     try:
         folder = mailbox.find_drafts(settings.main.account.drafts)
         there = mailbox.existing_message_ids(folder, list(ids))
-        mailbox.open(settings.main.account.inbox, read_only=False)
     except InboxGuardError as exc:
         if isinstance(exc, StoreError):
             raise
