@@ -15,6 +15,7 @@ from .files import write_private
 from .text import shown
 
 _COUNT = re.compile(r"^Out-of-hours contacts: \d+$", re.MULTILINE)
+_PATTERN = re.compile(r"^Pattern: .*$", re.MULTILINE)
 _MARKER = re.compile(r"<!-- inbox-guard:([0-9a-f]+) -->")
 UNSCHEDULED = "unscheduled"
 MARKER_LEN = 12  # hex digits of the message key: unique enough within one file
@@ -60,8 +61,11 @@ def add_notes(
     client_name: str,
     session: datetime | None,
     lines: list[tuple[str, str]],
+    pattern: str | None = None,
 ) -> bool:
-    """Add each (line, key) whose key has no line yet, in one write; True if changed."""
+    """Add each (line, key) whose key has no line yet, in one write; True if changed.
+    ``pattern`` (how this interval's contacts compare with earlier ones) goes on the
+    line after the count, replacing the one written before."""
     path = agenda_dir / relpath(client_id, session)
     text = (
         path.read_text(encoding="utf-8")
@@ -85,6 +89,14 @@ def add_notes(
     else:
         head, _, rest = text.partition("\n")
         text = f"{head}\n\n{count}\n{rest}"
+    if pattern is not None:
+        line = "Pattern: " + pattern.replace("\n", " ")
+        if _PATTERN.search(text):
+            text = _PATTERN.sub(lambda _: line, text, count=1)
+        else:
+            found = _COUNT.search(text)
+            assert found is not None
+            text = f"{text[: found.end()]}\n{line}{text[found.end() :]}"
     write_private(path, text)
     return True
 

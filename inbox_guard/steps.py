@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import agenda, compose, marks, outgoing
+from . import agenda, brief, compose, marks, outgoing
 from .errors import ConnectError, StoreError
 from .isolate import isolate, reason
 from .mailbox import Mailbox, Status
@@ -357,12 +357,19 @@ def _notes(settings: Settings, store: Store, contacts: list[Contact], failures: 
                 )
                 for c in group
             ]
+            session = group[0].session
+            pattern = None
+            if client is not None and session is not None:
+                recent = store.contacts_since(session - brief.LOOK_BACK, client.id)
+                found = brief.brief_for(client, session, recent, settings)
+                pattern = brief.pattern_line(found) if found else None
             agenda.add_notes(
                 settings.agenda_dir,
                 client_id,
                 client.name if client else client_id,
-                group[0].session,
+                session,
                 lines,
+                pattern,
             )
         except Exception as exc:
             for c in group:

@@ -234,10 +234,16 @@ class Store(Records):
         )
         return [_row(r) for r in rows]
 
-    def contacts_since(self, since: datetime) -> list[Contact]:
-        rows = self._execute(
-            "SELECT * FROM contact WHERE received >= ? ORDER BY received, key",
-            (since.astimezone(UTC).isoformat(),),
+    def contacts_since(self, since: datetime, client: str | None = None) -> list[Contact]:
+        """Contacts received from ``since`` on (of one client, when given)."""
+        at = since.astimezone(UTC).isoformat()
+        rows = (
+            self._execute("SELECT * FROM contact WHERE received >= ? ORDER BY received, key", (at,))
+            if client is None
+            else self._execute(
+                "SELECT * FROM contact WHERE client = ? AND received >= ? ORDER BY received, key",
+                (client, at),
+            )
         )
         return [_row(r) for r in rows]
 

@@ -236,6 +236,10 @@ def test_one_draft_per_client_per_out_of_hours_window(
     assert sorted(d["Subject"] for d in drafts(account)) == ["Re: a", "Re: c", "Re: d"]
     note = (practice.agendas / "jane-doe" / "2026-11-18.md").read_text()
     assert "Out-of-hours contacts: 3" in note
+    # The pattern, rewritten as contacts are added: Friday 22:00 and Sunday 23:40 late.
+    assert note.count("Pattern: ") == 1
+    assert "\nPattern: 3 out-of-hours contacts since the session of 11 Nov " in note
+    assert note.split("Pattern: ")[1].split("\n")[0].endswith("; 2 late at night")
 
 
 @pytest.mark.parametrize(("mode", "made"), [("per-message", 2), ("off", 0)])
