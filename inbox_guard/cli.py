@@ -222,6 +222,41 @@ def digest(state: _State, dry_run: bool, html_file: Path | None, now: str | None
     click.echo(f"digest delivered to {settings.digest_to} ({run.digest.count} contacts)")
 
 
+@cli.command(name="brief")
+@click.argument("client_id", required=False)
+@click.option("--dry-run", is_flag=True, help="Print the brief(s) instead of delivering them.")
+@click.option("--now", metavar="ISO", help="Clock for which session is next (ISO 8601).")
+@click.pass_obj
+def brief_command(state: _State, client_id: str | None, dry_run: bool, now: str | None) -> None:
+    """Show and deliver (unless --dry-run) the brief for each client's next session;
+    one delivered now is not sent again at its time, and a client with no out-of-hours
+    contact since their previous session gets none."""
+    from . import opening, report
+    from .brief import next_brief, send_brief
+
+    settings, clock = _load(state, now, [])
+    if client_id is not None and client_id not in settings.clients:
+        raise ConfigError(f"no client {client_id!r} in {settings.clients_dir}")
+    chosen = [c for c in settings.clients.values() if c.active and client_id in (None, c.id)]
+    with opening.session(settings, dry_run) as (mailbox, store):
+        for client in chosen:
+            session, found = next_brief(settings, client, store, clock)
+            at = f"{session:%a %d %b %H:%M}" if session else ""
+            if found is None:
+                why = f"no out-of-hours contact before {at}" if at else "no session scheduled"
+                click.echo(f"{client.id}: {why}, so no brief")
+                continue
+            message = send_brief(settings, mailbox, store, found, clock, dry_run)
+            if message is None:
+                click.echo(f"{client.id}: the brief for the session {at} was delivered before")
+            elif dry_run:
+                click.echo(report.message_text(message) + "\n")
+            else:
+                click.echo(
+                    f"{client.id}: brief for the session {at} delivered to {settings.digest_to}"
+                )
+
+
 @cli.command(name="run")
 @click.pass_obj
 def run_service(state: _State) -> None:

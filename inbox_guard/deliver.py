@@ -17,10 +17,15 @@ from .model import Settings
 
 
 def deliver(
-    settings: Settings, message: EmailMessage, mailbox: Mailbox | None, now: datetime
+    settings: Settings,
+    message: EmailMessage,
+    mailbox: Mailbox | None,
+    now: datetime,
+    route: str | None = None,
 ) -> None:
+    """By ``route`` (``"imap"`` or ``"smtp"``; default the digest's ``deliver``)."""
     main = settings.main
-    if main.digest.deliver == "imap":
+    if (route or main.digest.deliver) == "imap":
         if mailbox is None:
             raise ValueError("IMAP delivery needs a mailbox connection")
         mailbox.append(main.account.inbox, message.as_bytes(), (), now)

@@ -91,4 +91,21 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE contact ADD COLUMN was_flagged INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE contact ADD COLUMN reply_from TEXT;
     """,
+    # 6: pre-session briefs, each recorded before it is delivered (or skipped, when
+    # its session had begun), and how far the service has looked for due ones
+    """
+    CREATE TABLE brief (
+        key TEXT PRIMARY KEY,
+        client TEXT NOT NULL,
+        session TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        planned_at TEXT NOT NULL,
+        delivered_at TEXT,
+        skipped INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE meta (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from . import compose
 from .deliver import deliver
-from .errors import ConnectError, MailboxError, StoreError
+from .errors import ConnectError, InboxGuardError, MailboxError, StoreError
 from .isolate import reason
 from .mailbox import Mailbox
 from .model import Contact, Settings
@@ -146,3 +146,22 @@ def alert(
     if not sent:
         deliver(settings, msg, mailbox, now)
     store.mark([c.key], "alert_done")
+
+
+def signin_alert(
+    settings: Settings, why: str, basis: str, now: datetime, log: logging.LoggerAdapter[Any]
+) -> None:
+    """Tell the practitioner that the sign-in needs renewing, by the digest's route,
+    where that route does not itself need the lost sign-in."""
+    main = settings.main
+    if main.digest.deliver == "imap" or (main.smtp is not None and main.smtp.auth == "oauth2"):
+        log.error(
+            "cannot send an alert about it: the digest's route needs the "
+            "same sign-in; the next digest after `login` will say so"
+        )
+        return
+    try:
+        deliver(settings, compose.signin_alert(settings, why, basis, now), None, now)
+        log.info("sent an alert: the sign-in needs renewing")
+    except InboxGuardError as exc:
+        log.error("could not send the sign-in alert: %s", exc)

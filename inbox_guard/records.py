@@ -159,3 +159,49 @@ class Records(Database):
     def last_digest_at(self) -> datetime | None:
         row = self._execute("SELECT MAX(delivered_at) FROM digest").fetchone()
         return time_or_none(row[0])
+
+    # -- pre-session briefs --------------------------------------------------------
+
+    def brief_record(self, key: str) -> tuple[str, bool, bool] | None:
+        """(Message-ID, delivered, skipped) of the brief ``key``, if it was planned."""
+        row = self._execute(
+            "SELECT message_id, delivered_at, skipped FROM brief WHERE key = ?", (key,)
+        ).fetchone()
+        return (row[0], row[1] is not None, bool(row[2])) if row else None
+
+    def plan_brief(
+        self,
+        key: str,
+        client: str,
+        session: datetime,
+        message_id: str,
+        now: datetime,
+        skipped: bool = False,
+    ) -> None:
+        self._execute(
+            "INSERT OR IGNORE INTO brief (key, client, session, message_id, planned_at, "
+            "skipped) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                client,
+                session.isoformat(),
+                message_id,
+                now.astimezone(UTC).isoformat(),
+                int(skipped),
+            ),
+        )
+
+    def brief_delivered(self, key: str, now: datetime) -> None:
+        self._execute("UPDATE brief SET delivered_at = ? WHERE key = ?", (now.isoformat(), key))
+
+    def briefs_checked(self) -> datetime | None:
+        """Up to when the service has looked for due briefs (None: never)."""
+        row = self._execute("SELECT value FROM meta WHERE name = 'briefs_checked'").fetchone()
+        return time_or_none(row[0]) if row else None
+
+    def set_briefs_checked(self, at: datetime) -> None:
+        self._execute(
+            "INSERT INTO meta VALUES ('briefs_checked', ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (at.isoformat(),),
+        )

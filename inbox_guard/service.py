@@ -24,6 +24,8 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from . import outgoing
+from .brief import run_briefs
 from .credentials import login_secret
 from .digest import run_digest
 from .errors import ConnectError, InboxGuardError, SignInNeeded, StoreError
@@ -141,24 +143,7 @@ class Service:
             replace_existing=True,
             args=[store],
         )
-        main = self.settings.main
-        if main.digest.deliver == "imap" or (main.smtp is not None and main.smtp.auth == "oauth2"):
-            self.log.error(
-                "cannot send an alert about it: the digest's route needs the "
-                "same sign-in; the next digest after `login` will say so"
-            )
-            return
-        from .compose import signin_alert
-        from .deliver import deliver
-
-        now = self._now()
-        try:
-            deliver(
-                self.settings, signin_alert(self.settings, why, self._signin_gone, now), None, now
-            )
-            self.log.info("sent an alert: the sign-in needs renewing")
-        except InboxGuardError as exc:
-            self.log.error("could not send the sign-in alert: %s", exc)
+        outgoing.signin_alert(self.settings, why, self._signin_gone, self._now(), self.log)
 
     def _signin_watch(self, store: Any) -> None:
         if self._signin_gone is None or store.fingerprint() == self._signin_gone:
@@ -266,6 +251,19 @@ class Service:
 
         self._guarded("digest", work)
 
+    def briefs(self) -> None:
+        """The pre-session briefs due since the last look (every minute)."""
+
+        def work() -> None:
+            now = self._now()
+            run = run_briefs(self._with_calendar(now), self._connect, self._store_open(), now)
+            for b, _ in run.sent:
+                self.log.info("brief sent: %s, session %s", b.client, f"{b.session:%a %H:%M}")
+            for b in run.skipped:
+                self.log.warning("brief skipped (its session had begun): %s", b.client)
+
+        self._guarded("briefs", work)
+
     def _watch(self) -> None:
         """Push: a second connection IDLEs on the inbox and makes the pass due at once
         when mail arrives. Polling goes on regardless, so a server without IDLE, or a
@@ -339,6 +337,16 @@ class Service:
             coalesce=True,
             misfire_grace_time=3600,
         )
+        if self.settings.main.brief.enabled:
+            self.scheduler.add_job(
+                self.briefs,
+                IntervalTrigger(minutes=1, timezone=self.settings.tz),
+                id="briefs",
+                next_run_time=datetime.now(self.settings.tz),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         self.scheduler.start()
         if self.settings.main.triage.push:
             self._watcher.start()

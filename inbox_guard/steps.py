@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import agenda, brief, compose, marks, outgoing
+from . import agenda, compose, marks, outgoing
+from .brief import content as brief
 from .errors import ConnectError, StoreError
 from .isolate import isolate, reason
 from .mailbox import Mailbox, Status
@@ -327,7 +328,8 @@ def do_steps(
         store.complete(
             [c.key for c in pending if c.key not in failures],
             now,
-            keep_subject=main.digest.include_subjects,
+            keep_subject=main.digest.include_subjects
+            or (main.brief.enabled and main.agenda.include_subjects),
         )
         with store.transaction():
             for key in failures.by_key:

@@ -267,4 +267,5 @@ class Store(Records):
                 "DELETE FROM digest WHERE delivered_at IS NOT NULL AND created_at < ?", (when,)
             )
             self._execute("DELETE FROM unread WHERE first < ?", (when,))
+            self._execute("DELETE FROM brief WHERE planned_at < ?", (when,))
         return int(gone)

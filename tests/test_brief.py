@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inbox_guard import brief
+from inbox_guard.brief import content as brief
 from inbox_guard.model import Client, Contact, Settings
 from inbox_guard.schema import MainConfig
 from inbox_guard.sessions import Sessions, between, parse_rrule

@@ -40,6 +40,8 @@ MAIN_MISTAKES = [
     ("bad closed", "hours.closed: '2026-13-01' is not a date"),
     ("smtp without section", 'digest.deliver = "smtp" needs an [smtp] section'),
     ("xoauth2 without helper", 'account: auth = "xoauth2" needs token_command'),
+    ("brief by smtp without section", 'brief.deliver = "smtp" needs an [smtp] section'),
+    ("brief too soon", "brief.minutes_before: Input should be greater than or equal to 5"),
 ]
 
 
@@ -56,6 +58,8 @@ def mutate(case: str) -> str:
         "bad closed": GOOD + 'closed = ["2026-13-01"]\n',
         "smtp without section": GOOD + '[digest]\ndeliver = "smtp"\n',
         "xoauth2 without helper": GOOD.replace('password_env = "IG_PW"', 'auth = "xoauth2"'),
+        "brief by smtp without section": GOOD + '[brief]\nenabled = true\ndeliver = "smtp"\n',
+        "brief too soon": GOOD + "[brief]\nminutes_before = 1\n",
     }[case]
 
 

@@ -14,6 +14,7 @@ from .checks import RETAIN_DAYS, calendar_url, calendar_url_problem, is_loopback
 from .client import ClientFile, SessionsSpec
 from .practice import (
     Agenda,
+    BriefConfig,
     CalendarConfig,
     Digest,
     Hours,
@@ -30,6 +31,7 @@ __all__ = [
     "RETAIN_DAYS",
     "Account",
     "Agenda",
+    "BriefConfig",
     "CalendarConfig",
     "ClientFile",
     "Digest",

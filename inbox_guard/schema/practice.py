@@ -112,6 +112,15 @@ class Digest(Strict):
         return email(v) if v else ""
 
 
+class BriefConfig(Strict):
+    """Before each session of a client who wrote out of hours since the previous one,
+    a short brief to the practitioner (never to anyone else)."""
+
+    enabled: bool = False
+    minutes_before: int = Field(default=60, ge=5, le=24 * 60)
+    deliver: Literal["imap", "smtp"] = "imap"
+
+
 class CalendarConfig(Strict):
     ics: str = Field(min_length=1)  # a file (relative to this file) or an https URL
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
@@ -147,6 +156,7 @@ class MainConfig(Strict):
     agenda: Agenda = Agenda()
     mark: Mark = Mark()
     digest: Digest = Digest()
+    brief: BriefConfig = BriefConfig()
     smtp: Smtp | None = None
     calendar: CalendarConfig | None = None
     sessions: CalendarConfig | None = None  # the same, as `sessions = { ics = "..." }`
@@ -183,6 +193,8 @@ class MainConfig(Strict):
             raise ValueError(f"digest.to {self.digest.to!r} must be one of therapist.addresses")
         if self.digest.deliver == "smtp" and self.smtp is None:
             raise ValueError('digest.deliver = "smtp" needs an [smtp] section')
+        if self.brief.enabled and self.brief.deliver == "smtp" and self.smtp is None:
+            raise ValueError('brief.deliver = "smtp" needs an [smtp] section')
         if self.smtp is not None and self.smtp.auth == "oauth2" and self.account.auth != "oauth2":
             raise ValueError(
                 'smtp.auth = "oauth2" uses the account\'s sign-in, so it needs '

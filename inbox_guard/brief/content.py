@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from .model import Client, Contact, Settings
-from .sessions import between
+from ..model import Client, Contact, Settings
+from ..sessions import between
 
 MINUTES_BEFORE = 60  # a brief is due this long before its session
 INTERVALS_BACK = 4  # earlier intervals the pattern compares this one with
@@ -39,6 +39,7 @@ class Line:
     subject: str | None
     risk: bool
     draft: bool
+    suppressed: str | None  # why no draft, when there is none
     key: str  # the contact's, to look for its draft in Drafts
 
 
@@ -96,6 +97,7 @@ def brief_for(
             subject=c.subject if settings.main.agenda.include_subjects else None,
             risk=c.risk,
             draft=c.draft,
+            suppressed=c.suppressed,
             key=c.key,
         )
         for c in now_interval
