@@ -377,3 +377,20 @@ def test_cli_acts_for_the_account_it_is_told(
     code, out, err = p.run("check", capsys=capsys)
     assert code == 0, err
     assert "[alex] ok (3 client files)" in out and "[bea] ok (3 client files)" in out
+
+
+def test_each_practitioner_in_a_group_file_has_their_own_brief_settings(
+    tmp_path: Path, account: Account
+) -> None:
+    main = inline_practice(tmp_path, account, bea_port=free_port())
+    text = main.read_text()
+    text = text.replace(
+        "[triage]\n", "[brief]\nenabled = true\nminutes_before = 30\n\n[triage]\n", 1
+    )
+    text = text.replace(
+        "# Bea also works Saturdays", "# Bea also works Saturdays\nbrief = { minutes_before = 90 }"
+    )
+    main.write_text(text)
+    alex, bea = load_all(main)
+    assert alex.main.brief.enabled and bea.main.brief.enabled  # shared
+    assert (alex.main.brief.minutes_before, bea.main.brief.minutes_before) == (30, 90)
