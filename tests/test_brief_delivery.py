@@ -108,6 +108,11 @@ def test_a_fortnight_across_the_clock_change_brings_one_brief_per_session(
     assert "In the intervals between the sessions before, most recent first: 1, 0, 0, 0." in two
     assert "Late at night (22:00 to 06:00): 2 of 2." in two
     assert "holding reply waiting in Drafts" in two
+    html_part = second.get_body(preferencelist=("html",))
+    assert html_part is not None
+    html = str(html_part.get_content()).lower()
+    assert 'class="bar"' in html and "<script" not in html and "src=" not in html
+    assert "http" not in html  # self-contained: nothing fetched when it is opened
 
 
 def test_a_brief_delivered_just_before_a_crash_is_not_delivered_again(
