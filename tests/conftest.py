@@ -3,12 +3,17 @@ and a practice (config + client files) pointing at it. All mail here is syntheti
 
 from __future__ import annotations
 
+import contextlib
 import email
 import itertools
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -334,3 +339,39 @@ def drafts(account: Account, folder: str = "Drafts") -> list[EmailMessage]:
         email.message_from_bytes(m["bytes"], policy=default_policy)
         for m in account.snapshot(folder).values()
     ]
+
+
+def kill_at(practice: Practice, command: bytes, *args: str) -> None:
+    """Run ``inbox-guard ARGS`` on ``practice`` as a worker process through a proxy, and
+    SIGKILL it the moment the server has answered ``command`` (say b'APPEND "INBOX"'):
+    the server has done it, the worker never hears so. Returns once it is dead."""
+    from .faults import Cut, CutProxy, Trip
+
+    worker: list[subprocess.Popen[bytes]] = []
+    started = threading.Event()
+
+    def kill(_line: bytes) -> None:
+        assert started.wait(60)
+        os.kill(worker[0].pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, worker[0].pid, os.WEXITED | os.WNOWAIT)
+
+    original = practice.config.read_text()
+    port = practice.account.port
+    with CutProxy(port) as proxy:
+        practice.config.write_text(original.replace(f"port = {port}", f"port = {proxy.port}"))
+        proxy.set(Cut())
+        proxy.arm(Trip(command, "answered", kill))
+        try:
+            worker.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "inbox_guard", "--config", str(practice.config), *args],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            )
+        finally:
+            started.set()
+        worker[0].communicate(timeout=120)
+        practice.config.write_text(original)
+        assert proxy.tripped is not None and worker[0].returncode == -signal.SIGKILL

@@ -6,13 +6,7 @@ start-up if its session has not begun and noted for the digest if it has, and
 
 from __future__ import annotations
 
-import contextlib
 import email
-import os
-import signal
-import subprocess
-import sys
-import threading
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -24,8 +18,7 @@ from inbox_guard.mailbox import Mailbox
 from inbox_guard.store import Store
 from inbox_guard.triage import run_pass
 
-from .conftest import SAM, Account, Capsys, Practice, message
-from .faults import Cut, CutProxy, Trip
+from .conftest import SAM, Account, Capsys, Practice, kill_at, message
 
 BRIEF = "\n[brief]\nenabled = true\nminutes_before = 60\n"
 
@@ -207,44 +200,7 @@ def test_a_worker_killed_as_its_brief_is_appended_leaves_exactly_one_brief(
     account.append(message(subject="late"), datetime(2026, 10, 25, 23, 10, tzinfo=UTC))
     practice.config.write_text(practice.config.read_text() + BRIEF)
     practice.once_json(capsys, "--now", "2026-10-26T08:00:00+00:00")
-    worker: list[subprocess.Popen[bytes]] = []
-    started = threading.Event()
-
-    def kill(_line: bytes) -> None:  # the server has the brief; the worker never hears so
-        assert started.wait(60)
-        os.kill(worker[0].pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitid(os.P_PID, worker[0].pid, os.WEXITED | os.WNOWAIT)
-
-    original = practice.config.read_text()
-    with CutProxy(account.port) as proxy:
-        practice.config.write_text(
-            original.replace(f"port = {account.port}", f"port = {proxy.port}")
-        )
-        proxy.set(Cut())
-        proxy.arm(Trip(b'APPEND "INBOX"', "answered", kill))
-        try:
-            worker.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "inbox_guard",
-                        "--config",
-                        str(practice.config),
-                        "brief",
-                        "--now",
-                        "2026-10-27T12:00",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-            )
-        finally:
-            started.set()
-        worker[0].communicate(timeout=120)
-        practice.config.write_text(original)
-        assert proxy.tripped is not None and worker[0].returncode == -signal.SIGKILL
+    kill_at(practice, b'APPEND "INBOX"', "brief", "--now", "2026-10-27T12:00")
     assert len(briefs(account)) == 1  # it did reach the inbox
 
     code, out, err = practice.run("brief", "--now", "2026-10-27T12:05", capsys=capsys)

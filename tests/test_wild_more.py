@@ -6,13 +6,8 @@ flood in one pass)."""
 
 from __future__ import annotations
 
-import contextlib
 import email
 import os
-import signal
-import subprocess
-import sys
-import threading
 from datetime import timedelta
 from email.policy import default as default_policy
 from pathlib import Path
@@ -30,11 +25,12 @@ from .conftest import (
     Capsys,
     Practice,
     drafts,
+    kill_at,
     message,
     unreadable,
     write_practice,
 )
-from .faults import Cut, CutProxy, Trip
+from .faults import CutProxy
 
 EVIL = "<=?utf-8?q?=0D=0ABcc:_mallory@evil.example=0D=0AX-Ig:?=>"
 
@@ -179,44 +175,7 @@ def test_kill_between_draft_append_and_its_record_with_an_alert(
     )
     risky = account.append(message(body="I want to end it all\n"), SUNDAY_NIGHT)
     other = account.append(message(sender=SAM), SUNDAY_NIGHT + timedelta(minutes=1))
-    worker: list[subprocess.Popen[bytes]] = []
-    started = threading.Event()
-
-    def kill(_line: bytes) -> None:
-        assert started.wait(60)
-        os.kill(worker[0].pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitid(os.P_PID, worker[0].pid, os.WEXITED | os.WNOWAIT)
-
-    with CutProxy(account.port) as proxy:
-        original = practice.config.read_text()
-        practice.config.write_text(
-            original.replace(f"port = {account.port}", f"port = {proxy.port}")
-        )
-        proxy.set(Cut())
-        proxy.arm(Trip(b'APPEND "DRAFTS"', "answered", kill))
-        try:
-            worker.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "inbox_guard",
-                        "--config",
-                        str(practice.config),
-                        "once",
-                        "--now",
-                        MONDAY_8,
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-            )
-        finally:
-            started.set()
-        worker[0].communicate(timeout=120)
-        practice.config.write_text(original)
-        assert proxy.tripped is not None and worker[0].returncode == -signal.SIGKILL
+    kill_at(practice, b'APPEND "DRAFTS"', "once", "--now", MONDAY_8)
     for _ in range(2):
         r = practice.once_json(capsys, "--now", MONDAY_8)
         assert r["errors"] == [], r
