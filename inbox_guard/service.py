@@ -53,6 +53,7 @@ class Service:
         self.settings = settings
         self.log = _Account(log, {"account": name})
         self.stopping = threading.Event()
+        self._passed = threading.Event()  # a pass has run: the store knows what came in
         self.done: queue.Queue[tuple[str, bool]] = queue.Queue()  # (job, ok), for watchers
         self._lock = threading.Lock()
         self._mailbox: Mailbox | None = None
@@ -213,6 +214,7 @@ class Service:
                 result = run_pass(
                     settings, self._connect(), self._store_open(), now, stop=self.stopping
                 )
+            self._passed.set()
             self.log.info(
                 "pass: scanned %d, flagged %d, ignored %d, errors %d",
                 result.scanned,
@@ -255,12 +257,14 @@ class Service:
         """The pre-session briefs due since the last look (every minute)."""
 
         def work() -> None:
+            if not self._passed.is_set():
+                return  # mail that came in while the service was down is not known yet
             now = self._now()
             run = run_briefs(self._with_calendar(now), self._connect, self._store_open(), now)
-            for b, _ in run.sent:
-                self.log.info("brief sent: %s, session %s", b.client, f"{b.session:%a %H:%M}")
-            for b in run.skipped:
-                self.log.warning("brief skipped (its session had begun): %s", b.client)
+            for b, what in [(b, "sent") for b, _ in run.sent] + [
+                (b, "skipped") for b in run.skipped
+            ]:
+                self.log.info("brief %s: %s, session %s", what, b.client, f"{b.session:%a %H:%M}")
 
         self._guarded("briefs", work)
 
@@ -320,32 +324,23 @@ class Service:
         the service runs), then start the schedule."""
         self._store_open()
         minutes = self.settings.main.triage.poll_minutes
-        self.scheduler.add_job(
-            self.triage,
-            IntervalTrigger(minutes=minutes, timezone=self.settings.tz),
-            id="triage",
-            next_run_time=datetime.now(self.settings.tz),
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
-        self.scheduler.add_job(
-            self.digest,
-            digest_trigger(self.settings),
-            id="digest",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=3600,
-        )
+        now = datetime.now(self.settings.tz)
+        tz = self.settings.tz
+        jobs: list[tuple[Any, Any, datetime | None, float | None]] = [
+            (self.triage, IntervalTrigger(minutes=minutes, timezone=tz), now, None),
+            (self.digest, digest_trigger(self.settings), None, 3600),
+        ]
         if self.settings.main.brief.enabled:
+            jobs.append((self.briefs, IntervalTrigger(minutes=1, timezone=tz), now, None))
+        for job, trigger, first, grace in jobs:
             self.scheduler.add_job(
-                self.briefs,
-                IntervalTrigger(minutes=1, timezone=self.settings.tz),
-                id="briefs",
-                next_run_time=datetime.now(self.settings.tz),
+                job,
+                trigger,
+                id=job.__name__,
                 max_instances=1,
                 coalesce=True,
-                misfire_grace_time=None,
+                misfire_grace_time=grace,
+                **({"next_run_time": first} if first else {}),
             )
         self.scheduler.start()
         if self.settings.main.triage.push:

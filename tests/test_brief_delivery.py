@@ -11,14 +11,26 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import parsedate_to_datetime
+from zoneinfo import ZoneInfo
 
 from inbox_guard import config
 from inbox_guard.brief import next_brief, run_briefs
 from inbox_guard.mailbox import Mailbox
+from inbox_guard.service import Service
 from inbox_guard.store import Store
 from inbox_guard.triage import run_pass
 
-from .conftest import SAM, Account, Capsys, Practice, kill_at, message
+from .conftest import (
+    SAM,
+    Account,
+    Capsys,
+    Practice,
+    fire,
+    kill_at,
+    message,
+    out_of_hours_recently,
+    wait_for,
+)
 
 BRIEF = "\n[brief]\nenabled = true\nminutes_before = 60\n"
 
@@ -211,4 +223,34 @@ def test_a_worker_killed_as_its_brief_is_appended_leaves_exactly_one_brief(
         assert clock.briefs_at(datetime(2026, 10, 28, 9, 0, tzinfo=UTC)) == []  # and at its time
     finally:
         clock.close()
+    assert len(briefs(account)) == 1
+
+
+def test_the_service_sends_a_due_brief_once_its_first_pass_has_run(
+    practice: Practice, account: Account
+) -> None:
+    # Jane's next session is in half an hour, so its send time (an hour before) passed
+    # while the service was not running: the first look after the first pass sends it.
+    london = ZoneInfo("Europe/London")
+    soon = (datetime.now(UTC) + timedelta(minutes=30)).astimezone(london)
+    (practice.root / "config" / "clients" / "jane-doe.toml").write_text(
+        'name = "Jane Doe"\nemails = ["jane@example.org"]\n'
+        f'sessions = {{ dates = ["{soon:%Y-%m-%dT%H:%M}"] }}\n'
+    )
+    account.append(message(subject="late"), out_of_hours_recently())
+    practice.config.write_text(practice.config.read_text() + BRIEF)
+    service = Service(config.load(practice.config))
+    service.start()
+    try:
+        assert wait_for(service, "triage")
+        fire(service, "briefs")
+        assert wait_for(service, "briefs")
+        [sent] = briefs(account)
+        assert "1 out-of-hours contact in the four weeks before this first session." in text_of(
+            sent
+        )
+        fire(service, "briefs")  # the next minute's look: nothing twice
+        assert wait_for(service, "briefs")
+    finally:
+        service.stop()
     assert len(briefs(account)) == 1
