@@ -37,6 +37,9 @@ from .sessions import Sessions
 log = logging.getLogger(__name__)
 
 HORIZON = timedelta(days=400)  # how far ahead sessions are read
+# How far back: a day, or with the pre-session brief on, far enough for the sessions
+# before (the brief compares the interval since the previous session with earlier ones).
+PAST, PAST_FOR_BRIEFS = timedelta(days=1), timedelta(days=200)
 
 
 def _addresses(value: object) -> set[str]:
@@ -184,9 +187,10 @@ def with_calendar(
     todo = [c for c in settings.clients.values() if c.sessions == Sessions()]
     if not todo:
         return settings
+    past = PAST_FOR_BRIEFS if settings.main.brief.enabled else PAST
     try:
         found = sessions_from_ics(
-            _read(settings, note), todo, settings.tz, now - timedelta(days=1), now + HORIZON
+            _read(settings, note), todo, settings.tz, now - past, now + HORIZON
         )
     except ValueError as exc:
         raise ConfigError(f"{settings.path}: {settings.main.calendar_key}: {exc}") from None

@@ -255,3 +255,69 @@ def test_the_service_sends_a_due_brief_once_its_first_pass_has_run(
     finally:
         service.stop()
     assert len(briefs(account)) == 1
+
+
+MOVED_AND_CANCELLED = """\
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//inbox-guard tests//EN
+BEGIN:VEVENT
+UID:jane-weekly@example.org
+DTSTART;TZID=Europe/London:20261104T100000
+DTEND;TZID=Europe/London:20261104T105000
+RRULE:FREQ=WEEKLY;BYDAY=WE
+SUMMARY:Session
+ATTENDEE:mailto:jane@example.org
+END:VEVENT
+BEGIN:VEVENT
+UID:jane-weekly@example.org
+RECURRENCE-ID;TZID=Europe/London:20261118T100000
+DTSTART;TZID=Europe/London:20261119T140000
+DTEND;TZID=Europe/London:20261119T145000
+SUMMARY:Session (moved to Thursday)
+ATTENDEE:mailto:jane@example.org
+END:VEVENT
+BEGIN:VEVENT
+UID:jane-weekly@example.org
+RECURRENCE-ID;TZID=Europe/London:20261125T100000
+DTSTART;TZID=Europe/London:20261125T100000
+STATUS:CANCELLED
+SUMMARY:Session
+ATTENDEE:mailto:jane@example.org
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def test_briefs_follow_the_calendar_a_moved_session_and_a_cancelled_one(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    cfg = practice.config.parent
+    (cfg / "calendar.ics").write_text(MOVED_AND_CANCELLED)
+    (cfg / "clients" / "jane-doe.toml").write_text(
+        'name = "Jane Doe"\nemails = ["jane@example.org"]\n'
+    )
+    practice.config.write_text(
+        practice.config.read_text() + BRIEF + '\n[calendar]\nics = "calendar.ics"\n'
+    )
+    account.append(message(subject="sunday"), datetime(2026, 11, 15, 23, 0, tzinfo=UTC))
+    practice.once_json(capsys, "--now", "2026-11-16T08:00:00+00:00")
+
+    def shown(now: str) -> str:
+        code, out, err = practice.run("brief", "jane-doe", "--dry-run", "--now", now, capsys=capsys)
+        assert code == 0, err
+        return out
+
+    # The session of the 18th was moved to Thursday the 19th at 14:00: the brief is for then.
+    out = shown("2026-11-19T09:00")
+    assert "Before the session with Jane Doe (jane-doe), Thu 19 Nov 14:00." in out
+    assert "1 out-of-hours contact since the previous session (Wed 11 Nov 10:00)." in out
+
+    # The 25th is cancelled: Saturday's contact belongs to the session of 2 December.
+    account.append(message(subject="saturday"), datetime(2026, 11, 21, 23, 0, tzinfo=UTC))
+    practice.once_json(capsys, "--now", "2026-11-23T08:00:00+00:00")
+    out = shown("2026-11-27T09:00")
+    assert "Before the session with Jane Doe (jane-doe), Wed 2 Dec 10:00." in out
+    assert "1 out-of-hours contact since the previous session (Thu 19 Nov 14:00)." in out
+    assert "most recent first: 1, 0." in out  # 11th to 19th held Sunday's; 4th to 11th none
+    assert '"saturday"' in out and '"sunday"' not in out
