@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from inbox_guard import config
 from inbox_guard.brief import next_brief, run_briefs
+from inbox_guard.errors import ConnectError
 from inbox_guard.mailbox import Mailbox
 from inbox_guard.service import Service
 from inbox_guard.store import Store
@@ -25,6 +26,7 @@ from .conftest import (
     Account,
     Capsys,
     Practice,
+    SmtpSink,
     fire,
     kill_at,
     message,
@@ -321,3 +323,31 @@ def test_briefs_follow_the_calendar_a_moved_session_and_a_cancelled_one(
     assert "1 out-of-hours contact since the previous session (Thu 19 Nov 14:00)." in out
     assert "most recent first: 1, 0." in out  # 11th to 19th held Sunday's; 4th to 11th none
     assert '"saturday"' in out and '"sunday"' not in out
+
+
+def test_a_brief_by_smtp_goes_even_when_the_imap_server_cannot_be_reached(
+    practice: Practice, account: Account, smtp_server: SmtpSink
+) -> None:
+    port, received = smtp_server
+    account.append(message(subject="late"), datetime(2026, 10, 25, 23, 10, tzinfo=UTC))
+    practice.config.write_text(
+        practice.config.read_text()
+        + '\n[brief]\nenabled = true\ndeliver = "smtp"\n'
+        + f'\n[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "plain"\n'
+    )
+    clock = Clock(practice)
+    try:
+        clock.pass_at(datetime(2026, 10, 26, 8, 0, tzinfo=UTC))
+
+        def unreachable() -> Mailbox:
+            raise ConnectError("cannot connect to 127.0.0.1:1: connection refused")
+
+        run = run_briefs(
+            clock.settings, unreachable, clock.store, datetime(2026, 10, 28, 9, 0, tzinfo=UTC)
+        )
+    finally:
+        clock.close()
+    assert [b.client for b, _ in run.sent] == ["jane-doe"]
+    [(_sender, to, raw)] = received
+    assert to == ["alex@example.org"]
+    assert b"holding reply saved in Drafts" in raw.replace(b"=\r\n", b"")  # could not look

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .. import compose
 from ..deliver import deliver
 from ..digest import still_in_drafts
+from ..errors import InboxGuardError, StoreError
 from ..model import Client, Settings
 from ..sessions import next_session
 from .content import LOOK_BACK, Brief, brief_for, due
@@ -101,7 +102,14 @@ def run_briefs(
     contacts = store.contacts_since(after - LOOK_BACK)
     send, skipped = due(settings, contacts, after, now, lead)
     run = BriefRun()
-    mailbox = connect() if send else None
+    mailbox = None
+    if send:
+        try:
+            mailbox = connect()
+        except InboxGuardError as exc:
+            if settings.main.brief.deliver == "imap" or isinstance(exc, StoreError):
+                raise
+            log.warning("brief: cannot look in Drafts (%s); sending by SMTP all the same", exc)
     for brief in send:
         message = send_brief(settings, mailbox, store, brief, now)
         if message is not None:
