@@ -69,7 +69,9 @@ class ClientSummary:
     name: str
     items: list[Item]
     next_session: datetime | None
-    hours: list[tuple[int, int]]  # (local hour, contacts) over PATTERN_DAYS, hours with any
+    # (local hour, contacts) over PATTERN_DAYS, hours with any, in the strip's order
+    # (a night's 23h before its 00h)
+    hours: list[tuple[int, int]]
     total: int  # contacts over PATTERN_DAYS
 
     @property
@@ -188,7 +190,7 @@ def build(
                 name=mine[0].name,
                 items=mine,
                 next_session=next_session(client.sessions, now, settings.tz) if client else None,
-                hours=sorted(pattern.items()),
+                hours=sorted(pattern.items(), key=lambda hn: (hn[0] - STRIP_START) % 24),
                 total=sum(pattern.values()),
             )
         )
