@@ -279,6 +279,23 @@ def test_the_digest_says_which_holding_replies_are_still_in_drafts(
     assert lines["23:45"].endswith("— holding reply sent or deleted")
 
 
+def test_a_draft_flagged_deleted_but_not_yet_expunged_is_not_waiting_in_drafts(
+    practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    account.append(message(subject="one"), SUNDAY_NIGHT)
+    account.append(message(sender=SAM, subject="two"), SUNDAY_NIGHT + timedelta(minutes=5))
+    practice.once_json(capsys, "--now", MONDAY_8)
+    with account.client() as c:  # a mail app that deletes by flagging, expunging later
+        c.select_folder("Drafts")
+        sams = c.search(["TO", SAM])
+        assert len(sams) == 1
+        c.add_flags(sams, [b"\\Deleted"])
+
+    lines = _digest_lines(practice, capsys)
+    assert lines["23:40"].endswith("— holding reply waiting in Drafts")
+    assert lines["23:45"].endswith("— holding reply sent or deleted")
+
+
 def test_when_drafts_cannot_be_looked_at_the_digest_claims_neither(
     practice: Practice, account: Account, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

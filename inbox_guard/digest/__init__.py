@@ -112,9 +112,10 @@ def still_in_drafts(
     settings: Settings, mailbox: Mailbox | None, contacts: list[Contact]
 ) -> set[str] | None:
     """The keys of the contacts whose holding reply is still in Drafts (the practitioner
-    may have sent or deleted it since), by one search for their drafts' Message-IDs;
-    None when Drafts cannot be looked at (no connection, the server refuses): the
-    digest then says neither, and is sent all the same."""
+    may have sent or deleted it since; one flagged \\Deleted but not yet expunged
+    counts as deleted), by one search for their drafts' Message-IDs; None when Drafts
+    cannot be looked at (no connection, the server refuses): the digest then says
+    neither, and is sent all the same."""
     ids = {compose.draft_message_id(c.key, settings): c.key for c in contacts if c.draft}
     if not ids:
         return set()
@@ -122,7 +123,7 @@ def still_in_drafts(
         return None
     try:
         folder = mailbox.find_drafts(settings.main.account.drafts)
-        there = mailbox.existing_message_ids(folder, list(ids))
+        there = mailbox.existing_message_ids(folder, list(ids), deleted=False)
     except InboxGuardError as exc:
         if isinstance(exc, StoreError):
             raise

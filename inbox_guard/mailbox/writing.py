@@ -112,10 +112,14 @@ class Writing(Session):
             self._look_in(folder)
             return bool(self._search(["HEADER", "Message-ID", message_id]))
 
-    def existing_message_ids(self, folder: str, message_ids: Sequence[str]) -> set[str]:
+    def existing_message_ids(
+        self, folder: str, message_ids: Sequence[str], *, deleted: bool = True
+    ) -> set[str]:
         """Which of ``message_ids`` are in ``folder`` already: one SEARCH per 40 (an OR
         chain of HEADER Message-ID), then the Message-ID header of what matched (SEARCH
-        HEADER matches substrings, so each is checked whole)."""
+        HEADER matches substrings, so each is checked whole). ``deleted=False`` leaves
+        out messages flagged \\Deleted: a mail app that deletes by flagging expunges
+        later, and meanwhile shows them as deleted or not at all."""
         wanted = set(message_ids)
         if not wanted:
             return set()
@@ -123,7 +127,7 @@ class Writing(Session):
         with translated(f"SEARCH {folder}"):
             self._look_in(folder)
             for chunk in batches(sorted(wanted), 40):
-                criteria: list[Any] = []
+                criteria: list[Any] = [] if deleted else ["UNDELETED"]
                 for i, mid in enumerate(chunk):
                     if i < len(chunk) - 1:
                         criteria.append("OR")
