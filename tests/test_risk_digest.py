@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import logging
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -11,10 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from inbox_guard import smtp
+from inbox_guard import config, smtp
 from inbox_guard.compose import ALERT_SUBJECT
+from inbox_guard.credentials import login_secret
+from inbox_guard.digest import run_digest
 from inbox_guard.errors import DeliveryError
+from inbox_guard.mailbox import Mailbox
 from inbox_guard.schema import Smtp
+from inbox_guard.store import Store
 
 from .conftest import PASSWORD_ENV, SAM, Account, Practice, message, write_practice
 from .dovecot import free_port
@@ -294,6 +299,36 @@ def test_a_draft_flagged_deleted_but_not_yet_expunged_is_not_waiting_in_drafts(
     lines = _digest_lines(practice, capsys)
     assert lines["23:40"].endswith("— holding reply waiting in Drafts")
     assert lines["23:45"].endswith("— holding reply sent or deleted")
+
+
+def test_a_connection_the_server_has_dropped_is_made_again_to_look_in_drafts(
+    practice: Practice, account: Account, capsys: Capsys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service keeps one connection between passes; if the server has hung up on
+    it by digest time, the digest logs in again to look rather than claim neither."""
+    account.append(message(subject="one"), SUNDAY_NIGHT)
+    account.append(message(sender=SAM, subject="two"), SUNDAY_NIGHT + timedelta(minutes=5))
+    practice.once_json(capsys, "--now", MONDAY_8)
+    with account.client() as c:
+        c.select_folder("Drafts")
+        c.delete_messages(c.search(["TO", SAM]))
+        c.expunge()
+    settings = config.load(practice.config)
+    mailbox = Mailbox.connect(settings.main.account, login_secret(settings))
+    account.server.doveadm("kick", account.user)
+    caplog.set_level(logging.INFO, logger="inbox_guard")
+    store = Store.snapshot(practice.state)
+    try:
+        run = run_digest(settings, mailbox, store, datetime.fromisoformat(MONDAY_8), True)
+    finally:
+        store.close()
+        mailbox.logout()
+    assert run.message is not None
+    text = run.message.get_body(preferencelist=("plain",))
+    assert text is not None
+    said = {ln.split(" — ")[-1] for ln in text.get_content().splitlines() if "23:4" in ln}
+    assert said == {"holding reply waiting in Drafts", "holding reply sent or deleted"}
+    assert "logging in again to look in Drafts" in caplog.text
 
 
 def test_when_drafts_cannot_be_looked_at_the_digest_claims_neither(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from .. import compose
 from ..deliver import deliver
-from ..errors import InboxGuardError, StoreError
+from ..errors import ConnectionLost, InboxGuardError, StoreError
 from ..model import Contact, Problem, Settings
 from . import content
 from .content import Digest
@@ -122,11 +122,22 @@ def still_in_drafts(
     if mailbox is None:
         return None
     try:
-        folder = mailbox.find_drafts(settings.main.account.drafts)
-        there = mailbox.existing_message_ids(folder, list(ids), deleted=False)
+        try:
+            return _in_drafts(settings, mailbox, ids)
+        except ConnectionLost as exc:
+            # The service keeps its connection between passes; the server may have
+            # hung up on it since (an idle timeout, a restart): log in again, once.
+            log.info("digest: %s; logging in again to look in Drafts", exc)
+            mailbox.reconnect()
+            return _in_drafts(settings, mailbox, ids)
     except InboxGuardError as exc:
         if isinstance(exc, StoreError):
             raise
         log.warning("digest: cannot look in Drafts for the holding replies (%s)", exc)
         return None
+
+
+def _in_drafts(settings: Settings, mailbox: Mailbox, ids: dict[str, str]) -> set[str]:
+    folder = mailbox.find_drafts(settings.main.account.drafts)
+    there = mailbox.existing_message_ids(folder, list(ids), deleted=False)
     return {ids[m] for m in there}
