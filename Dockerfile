@@ -6,7 +6,7 @@ RUN useradd --system --uid 10001 --create-home --home-dir /data inbox-guard
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY inbox_guard ./inbox_guard
-RUN pip install --no-cache-dir . && rm -rf /src
+RUN pip install --no-cache-dir '.[postgresql]' && rm -rf /src
 
 USER inbox-guard
 WORKDIR /data

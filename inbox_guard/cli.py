@@ -201,7 +201,7 @@ def digest(state: _State, dry_run: bool, html_file: Path | None, now: str | None
         with opening.session(settings, dry_run=False) as (mailbox, store):
             run = run_digest(settings, mailbox, store, clock, dry_run=False)
     else:  # a connection only to see which holding replies are still in Drafts
-        store = Store.snapshot(settings.state_path) if dry_run else Store.open(settings.state_path)
+        store = Store.snapshot_for(settings) if dry_run else Store.open_for(settings)
         try:
             with opening.looking(settings, lambda note: click.echo(note, err=True)) as looking:
                 run = run_digest(settings, looking, store, clock, dry_run=dry_run)
@@ -258,19 +258,18 @@ def brief_command(state: _State, client_id: str | None, dry_run: bool, now: str 
 
 
 @cli.command(name="run")
+@click.option("--workers", type=click.IntRange(1, 256), help="Jobs at once [4 each, up to 32].")
+@click.option("--logins-at-once", type=click.IntRange(1, 100), help="IMAP logins at once [10].")
 @click.pass_obj
-def run_service(state: _State) -> None:
+def run_service(state: _State, workers: int | None, logins_at_once: int | None) -> None:
     """Run the background service: passes every poll_minutes, the digest on schedule.
 
-    In a group practice, one independent service per practitioner (or only the one
-    --account names), their log lines prefixed with the practitioner's id."""
-    from .service import Service, run_forever
+    In a group practice, one service per practitioner (or only the one --account
+    names), their log lines prefixed with the practitioner's id, sharing the workers
+    and pacing their logins (at most 50 start in a second)."""
+    from .run import serve
 
-    practices = state.practices()
-    if not state.debug:
-        logging.getLogger("inbox_guard").setLevel(logging.INFO)
-    several = len(practices) > 1
-    run_forever([Service(s, name=s.name if several else "") for s in practices])
+    serve(state.practices(), workers, logins_at_once, debug=state.debug)
 
 
 @cli.command()

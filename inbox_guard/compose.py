@@ -22,11 +22,13 @@ from email.policy import default as default_policy
 from email.utils import format_datetime
 from importlib import resources
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from . import rules
 from .model import Settings
+
+if TYPE_CHECKING:  # jinja2 is imported when a message is written, not by every pass
+    import jinja2
 
 
 def message_key(h: rules.Headers, received: datetime) -> str:
@@ -83,6 +85,8 @@ def session_text(
 def draft_template(env: jinja2.Environment, base: str, language: str) -> str:
     """``draft.de.txt.j2`` for German where there is one (the practitioner's own or
     ours), else ``draft.txt.j2``."""
+    import jinja2
+
     if language != "en":
         localised = base.replace(".txt.j2", f".{language}.txt.j2")
         try:
@@ -183,6 +187,8 @@ def translations(language: str) -> gettext.NullTranslations:
 def template_env(override_dir: Path | None, language: str = "en") -> jinja2.Environment:
     """Templates shipped in the package, overridden by same-named files in config/templates/.
     Texts marked for translation (``{% trans %}``, ``_()``) come out in ``language``."""
+    import jinja2
+
     loaders: list[jinja2.BaseLoader] = []
     if override_dir is not None and override_dir.is_dir():
         loaders.append(jinja2.FileSystemLoader(str(override_dir)))

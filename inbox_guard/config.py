@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 DEFAULT_PATH = Path("config/inbox-guard.toml")
 ENV_VAR = "INBOX_GUARD_CONFIG"
 DATA_ENV = "INBOX_GUARD_DATA"  # the base of relative state and agenda paths, if set
+STATE_URL_ENV = "INBOX_GUARD_STATE_URL"  # state.url where the config gives none
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -153,6 +154,10 @@ def _build(
     file: Path, data: dict[str, Any], name: str = "", where: tuple[int | str, ...] = ()
 ) -> Settings:
     """One practitioner's settings from their (merged) main table and client files."""
+    state = data.get("state")
+    url = os.environ.get(STATE_URL_ENV)
+    if url and (state is None or (isinstance(state, dict) and "url" not in state)):
+        data = {**data, "state": {**(state or {}), "url": url}}
     try:
         main = MainConfig.model_validate(data)
     except ValidationError as exc:
@@ -166,7 +171,8 @@ def _build(
         name=name,
         data_dir=Path(data_dir).expanduser() if data_dir else None,
     )
-    _check_state_path(settings, where)
+    if not main.state.url:
+        _check_state_path(settings, where)
     return settings
 
 

@@ -103,7 +103,7 @@ def run(keep: Path | None = None) -> DemoRun:
 
             # The real thing: the same pass as `inbox-guard once`.
             mailbox = Mailbox.connect(settings.main.account, password)
-            store = Store.open(settings.state_path)
+            store = Store.open_for(settings)
             try:
                 result = run_pass(settings, mailbox, store, now)
                 digest = run_digest(settings, mailbox, store, now, dry_run=False)

@@ -99,6 +99,11 @@ class Settings:
         return resolve(self.data_dir or self.base, self.main.state.path)
 
     @property
+    def state_schema(self) -> str:
+        """With ``state.url``: the practitioner's schema in that database."""
+        return f"inbox_guard_{self.name}" if self.name else "inbox_guard"
+
+    @property
     def templates_dir(self) -> Path:
         return self.base / "templates"
 

@@ -23,7 +23,7 @@ def remember(settings: Settings, notes: list[str], clock: datetime) -> None:
     if not notes:
         return
     with suppress(StoreError):  # busy included: whoever holds it is doing the work
-        store = Store.open(settings.state_path, wait=0)
+        store = Store.open_for(settings, wait=0)
         try:
             for what in notes:
                 store.note_problem(what, clock)
@@ -51,7 +51,7 @@ def looking(settings: Settings, note: Callable[[str], None]) -> Iterator[Mailbox
 def session(settings: Settings, dry_run: bool) -> Iterator[tuple[Mailbox, Store]]:
     """A logged-in mailbox and the state store (a throwaway copy for dry runs)."""
 
-    store = Store.snapshot(settings.state_path) if dry_run else Store.open(settings.state_path)
+    store = Store.snapshot_for(settings) if dry_run else Store.open_for(settings)
     try:
         mailbox = Mailbox.connect(settings.main.account, login_secret(settings))
         try:

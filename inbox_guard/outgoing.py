@@ -9,8 +9,6 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import jinja2
-
 from . import compose
 from .deliver import deliver
 from .errors import ConnectError, InboxGuardError, MailboxError, StoreError
@@ -20,6 +18,8 @@ from .model import Contact, Settings
 from .store import Store
 
 if TYPE_CHECKING:
+    import jinja2
+
     from .steps import Failures
 
 log = logging.getLogger("inbox_guard.triage")

@@ -179,8 +179,8 @@ class Records(Database):
         skipped: bool = False,
     ) -> None:
         self._execute(
-            "INSERT OR IGNORE INTO brief (key, client, session, message_id, planned_at, "
-            "skipped) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO brief (key, client, session, message_id, planned_at, "
+            "skipped) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 key,
                 client,

@@ -1,19 +1,21 @@
-"""``inbox-guard run``: the background service.
+"""``inbox-guard run``: the background service, one :class:`Service` per practitioner,
+all sharing one :class:`~inbox_guard.hub.Hub` (scheduler, workers, login pacing, the
+IDLE watcher).
 
-APScheduler fires a triage pass at start-up and every ``poll_minutes``, and the digest
-at ``digest.at`` on ``digest.days`` (cron in the practice's zone, so 07:30 stays 07:30
-across daylight saving). One lock keeps passes and digests from overlapping. A lost
-connection, a server restart or a refused login is logged and retried with capped
-exponential backoff; the service itself never dies of it. SIGTERM/SIGINT stop it: the
-running pass stops between messages (each message's bookkeeping is whole, and what is
-left is finished by the next pass) and the process exits 0.
+The hub's scheduler fires a triage pass at start-up and every ``poll_minutes``, and the
+digest at ``digest.at`` on ``digest.days`` (cron in the practice's zone, so 07:30 stays
+07:30 across daylight saving). One lock per practitioner keeps passes and digests from
+overlapping. A lost connection, a server restart or a refused login is logged and
+retried with capped, jittered exponential backoff; the service itself never dies of it.
+SIGTERM/SIGINT stop it: the running pass stops between messages (each message's
+bookkeeping is whole, and what is left is finished by the next pass) and the process
+exits 0.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
@@ -21,20 +23,22 @@ from typing import Any
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import outgoing
 from .brief import run_briefs
 from .credentials import login_secret
 from .digest import run_digest
-from .errors import ConnectError, InboxGuardError, SignInNeeded, StoreError
+from .errors import BusyError, ConnectError, InboxGuardError, SignInNeeded, StoreError
+from .hub import Hub, jittered
 from .ics import with_calendar
 from .mailbox import Mailbox
 from .model import Problem, Settings
+from .push import Push
 from .records import MAX_PROBLEMS
+from .statefile import LOCK_WAIT_SECONDS
 from .store import Store
-from .timing import IDLE_SECONDS, backoff, digest_trigger
+from .timing import backoff, digest_trigger
 from .triage import run_pass
 
 log = logging.getLogger(__name__)
@@ -49,25 +53,52 @@ class _Account(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 class Service:
-    def __init__(self, settings: Settings, name: str = "") -> None:
+    """One practitioner's jobs. With no ``hub``, the service has one of its own."""
+
+    def __init__(self, settings: Settings, name: str = "", hub: Hub | None = None) -> None:
         self.settings = settings
+        self.name = name
         self.log = _Account(log, {"account": name})
+        self._own_hub = hub is None
+        self.hub = hub if hub is not None else Hub()
         self.stopping = threading.Event()
         self._passed = threading.Event()  # a pass has run: the store knows what came in
-        self.done: queue.Queue[tuple[str, bool]] = queue.Queue()  # (job, ok), for watchers
+        # (job, ok) of the latest jobs, for tests and watchers; the oldest are dropped.
+        self.done: queue.Queue[tuple[str, bool]] = queue.Queue(maxsize=100)
         self._lock = threading.Lock()
         self._mailbox: Mailbox | None = None
         self._store: Store | None = None
         self._failures = {"triage": 0, "digest": 0}
         # Trouble since the last digest that the state store could not keep.
         self._problems: dict[str, Problem] = {}
-        self.scheduler = BackgroundScheduler(timezone=settings.tz)
-        self._watcher = threading.Thread(target=self._watch, name="idle", daemon=True)
-        self._idle: Mailbox | None = None  # the watcher's own connection
         self._secret = login_secret(settings)  # asked at each login, kept current
+        self.push = Push(
+            settings,
+            self._secret,
+            self.hub,
+            self.job_id("push"),
+            self._due_now,
+            self.stopping,
+            self.log,
+        )
+        self._push_started = False
         # auth = "oauth2" and the sign-in has expired: the kept record's fingerprint
         # then, watched so the service tries again as soon as `login` replaces it.
         self._signin_gone: str | None = None
+
+    @property
+    def scheduler(self) -> Any:
+        return self.hub.scheduler
+
+    def job_id(self, job: str) -> str:
+        """The scheduler's id for this practitioner's ``job`` (the hub is shared)."""
+        return f"{job}@{self.name}" if self.name else job
+
+    def _finished(self, job: str, ok: bool) -> None:
+        with suppress(queue.Full, queue.Empty):
+            if self.done.full():
+                self.done.get_nowait()  # the oldest goes: nobody may be reading
+            self.done.put_nowait((job, ok))
 
     # -- jobs --------------------------------------------------------------------
 
@@ -77,7 +108,8 @@ class Service:
     def _connect(self) -> Mailbox:
         if self._mailbox is None:
             account = self.settings.main.account
-            self._mailbox = Mailbox.connect(account, self._secret)
+            with self.hub.pacer.login():
+                self._mailbox = Mailbox.connect(account, self._secret)
             self.log.info("connected to %s:%s", account.host, account.effective_port)
         return self._mailbox
 
@@ -88,8 +120,23 @@ class Service:
 
     def _store_open(self) -> Store:
         if self._store is None:
-            self._store = Store.open(self.settings.state_path)
+            # In PostgreSQL, the practitioner is this worker's only while its session
+            # holds the lock: once lost, it is taken again or let go (never waited for).
+            wait = 0.0 if self.settings.main.state.url else LOCK_WAIT_SECONDS
+            self._store = Store.open_for(self.settings, wait)
         return self._store
+
+    def _let_go(self) -> None:
+        """Another worker serves this practitioner now (PostgreSQL): stop serving."""
+        self.log.warning("another worker serves this practitioner now: letting go")
+        self.stopping.set()
+        self.hub.submit(self.stop)
+
+    def _drop_store(self) -> None:
+        if self._store is not None:
+            with suppress(Exception):
+                self._store.close()
+            self._store = None
 
     def _guarded(self, job: str, work: Any) -> None:
         """Run ``work`` under the lock; on failure log one line and retry with backoff."""
@@ -98,7 +145,14 @@ class Service:
                 return
             try:
                 work()
+            except BusyError:
+                if self.settings.main.state.url:
+                    self._let_go()
+                    return
+                raise
             except Exception as exc:
+                if isinstance(exc, StoreError) and self.settings.main.state.url:
+                    self._drop_store()  # its session may be gone, and the lock with it
                 if isinstance(exc, InboxGuardError):
                     why = str(exc)
                 else:
@@ -110,20 +164,30 @@ class Service:
                     self._drop_connection()
                 self._failures[job] += 1
                 cap = self.settings.main.triage.poll_minutes * 60.0
-                delay = backoff(self._failures[job], cap if job == "triage" else 3600.0)
+                delay = jittered(backoff(self._failures[job], cap if job == "triage" else 3600.0))
                 self.log.error("%s failed: %s; retrying in %.0f s", job, why, delay)
                 self._note_problem(f"{job}: {why}")
                 if isinstance(exc, SignInNeeded):
                     self._signin_lost(why)
                 self._retry(job, delay)
-                self.done.put((job, False))
+                self._finished(job, False)
                 return
+            finally:
+                if job == "triage":
+                    self._start_push()
             self._failures[job] = 0
             if self._signin_gone is not None and job == "triage":
                 self._signin_gone = None
                 with suppress(JobLookupError):
-                    self.scheduler.remove_job("signin-watch")
-            self.done.put((job, True))
+                    self.scheduler.remove_job(self.job_id("signin-watch"))
+            self._finished(job, True)
+
+    def _start_push(self) -> None:
+        """Push begins after the first pass (whatever its outcome), so that at start-up
+        the passes come before the IDLE logins."""
+        if not self._push_started and self.settings.main.triage.push:
+            self._push_started = True
+            self.hub.submit(self.push.begin)
 
     # -- an expired sign-in (auth = "oauth2") ---------------------------------------
 
@@ -140,7 +204,7 @@ class Service:
             self._signin_watch,
             "interval",
             seconds=2,
-            id="signin-watch",
+            id=self.job_id("signin-watch"),
             replace_existing=True,
             args=[store],
         )
@@ -152,7 +216,7 @@ class Service:
         self.log.info("a new sign-in was kept: trying again now")
         self._signin_gone = None
         with suppress(JobLookupError):
-            self.scheduler.remove_job("signin-watch")
+            self.scheduler.remove_job(self.job_id("signin-watch"))
         self._failures["triage"] = 0
         self._due_now()
 
@@ -186,13 +250,13 @@ class Service:
             return
         when = datetime.now(self.settings.tz) + timedelta(seconds=delay)
         if job == "triage":
-            self.scheduler.modify_job("triage", next_run_time=when)
+            self.scheduler.modify_job(self.job_id("triage"), next_run_time=when)
         else:
             self.scheduler.add_job(
                 self.digest,
                 "date",
                 run_date=when,
-                id="digest-retry",
+                id=self.job_id("digest-retry"),
                 replace_existing=True,
             )
 
@@ -268,66 +332,29 @@ class Service:
 
         self._guarded("briefs", work)
 
-    def _watch(self) -> None:
-        """Push: a second connection IDLEs on the inbox and makes the pass due at once
-        when mail arrives. Polling goes on regardless, so a server without IDLE, or a
-        dropped IDLE connection, only costs speed; the watcher reconnects with backoff."""
-        try:
-            self._watch_loop()
-        finally:
-            if self._idle is not None:
-                self._idle.logout()
-                self._idle = None
-
-    def _watch_loop(self) -> None:
-        account = self.settings.main.account
-        failures = 0
-        while not self.stopping.is_set():
-            try:
-                if self._idle is None:
-                    self._idle = Mailbox.connect(account, self._secret)
-                    if b"IDLE" not in self._idle.capabilities():
-                        self.log.info(
-                            "the server has no IDLE: polling every %d min",
-                            self.settings.main.triage.poll_minutes,
-                        )
-                        return
-                    self.log.info("push: waiting for new mail with IDLE")
-                    if failures:
-                        # Mail that came while the watcher was away was not announced:
-                        # catch up now rather than at the next poll.
-                        self._due_now()
-                if self._idle.wait_for_news(account.inbox, IDLE_SECONDS, self.stopping):
-                    self.log.info("push: new mail announced")
-                    self._due_now()
-                failures = 0
-            except Exception as exc:  # the watcher only ever costs speed, never the service
-                if self._idle is not None:
-                    self._idle.logout()
-                    self._idle = None
-                failures += 1
-                delay = backoff(failures, 300.0)
-                self.log.warning("push: %s; polling meanwhile, retrying IDLE in %.0f s", exc, delay)
-                self.stopping.wait(delay)
-
     def _due_now(self) -> None:
         """Make the pass due now (unless the service is stopping)."""
         if self.stopping.is_set():
             return
         with suppress(JobLookupError, SchedulerNotRunningError):  # shutting down meanwhile
-            self.scheduler.modify_job("triage", next_run_time=datetime.now(self.settings.tz))
+            self.scheduler.modify_job(
+                self.job_id("triage"), next_run_time=datetime.now(self.settings.tz)
+            )
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
         """Take the state file (and its lock: one worker per state file, for as long as
-        the service runs), then start the schedule."""
+        the service runs), then schedule the jobs."""
         self._store_open()
         minutes = self.settings.main.triage.poll_minutes
         now = datetime.now(self.settings.tz)
         tz = self.settings.tz
+        # Polls spread out a little, so many practitioners started together do not all
+        # poll in the same second ever after.
+        poll = IntervalTrigger(minutes=minutes, timezone=tz, jitter=min(60, minutes * 6))
         jobs: list[tuple[Any, Any, datetime | None, float | None]] = [
-            (self.triage, IntervalTrigger(minutes=minutes, timezone=tz), now, None),
+            (self.triage, poll, now, None),
             (self.digest, digest_trigger(self.settings), None, 3600),
         ]
         if self.settings.main.brief.enabled:
@@ -336,58 +363,37 @@ class Service:
             self.scheduler.add_job(
                 job,
                 trigger,
-                id=job.__name__,
+                id=self.job_id(job.__name__),
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=grace,
                 **({"next_run_time": first} if first else {}),
             )
-        self.scheduler.start()
-        if self.settings.main.triage.push:
-            self._watcher.start()
-        nxt = self.scheduler.get_job("digest").next_run_time
+        if self._own_hub:
+            self.hub.start()
+        nxt = self.scheduler.get_job(self.job_id("digest")).next_run_time
         self.log.info(
             "running: a pass every %d min; next digest %s", minutes, f"{nxt:%a %d %b %H:%M}"
         )
 
     def stop(self) -> None:
         self.stopping.set()
+        self.push.stop()
         with self._lock:  # a running pass or digest ends first, and sees `stopping`
             pass
-        self.scheduler.shutdown(wait=True)
-        if self._watcher.is_alive():
-            self._watcher.join(timeout=10)
+        if self._own_hub:
+            self.hub.stop()
+        else:
+            for job in ("triage", "digest", "briefs", "digest-retry", "signin-watch", "push"):
+                with suppress(JobLookupError, SchedulerNotRunningError):
+                    self.scheduler.remove_job(self.job_id(job))
+        self.close()
+
+    def close(self, quietly: bool = False) -> None:
+        """Log out and close the state file (once no job of this service runs)."""
+        self.push.stop()
         with self._lock:
             self._drop_connection()
-            if self._store is not None:
-                self._store.close()
-                self._store = None
-        self.log.info("stopped")
-
-
-def run_forever(services: list[Service]) -> None:
-    """Run every service (one per practitioner) until SIGTERM or SIGINT; then stop
-    them all cleanly. Each has its own scheduler, connections and state, so one slow or
-    failing server delays only its own account."""
-    wake = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        wake.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    started: list[Service] = []
-    try:
-        for service in services:
-            service.start()
-            started.append(service)
-    except BaseException:
-        for service in started:
-            service.stop()
-        raise
-    wake.wait()
-    for service in services:
-        service.stopping.set()
-    for service in services:
-        service.stop()
+            self._drop_store()
+        if not quietly:
+            self.log.info("stopped")

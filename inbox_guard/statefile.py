@@ -9,14 +9,37 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .errors import BusyError, StoreError
 from .files import FILE_MODE, private_dir
 from .migrations import MIGRATIONS
+
+if TYPE_CHECKING:
+    from .model import Settings
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Any: ...
+
+
+class Conn(Protocol):
+    """sqlite3's connection, or :class:`inbox_guard.pgstate.Connection`."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
+    def close(self) -> None: ...
+
+
+class Releasable(Protocol):
+    def release(self) -> None: ...
+
 
 LOCK_WAIT_SECONDS = 10.0
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -140,12 +163,50 @@ class Database:
     """The state file's connection, with the one transaction rule (see
     :mod:`inbox_guard.store`): every query method is atomic, and transactions nest."""
 
-    def __init__(self, conn: sqlite3.Connection, where: str, lock: Lock | None = None) -> None:
+    def __init__(self, conn: Conn, where: str, lock: Releasable | None = None) -> None:
         self._db = conn
         self._where = where
-        self._db.row_factory = sqlite3.Row
+        if isinstance(conn, sqlite3.Connection):
+            conn.row_factory = sqlite3.Row
         self._lock = lock
         self._depth = 0  # open transactions: 0 none, 1 BEGIN, more are SAVEPOINTs
+        self._discard = False  # a dry run on PostgreSQL: roll everything back at close
+
+    @classmethod
+    def open_for(cls, settings: Settings, wait: float = LOCK_WAIT_SECONDS) -> Self:
+        """The practitioner's state: the SQLite file, or their schema at ``state.url``."""
+        if not settings.main.state.url:
+            return cls.open(settings.state_path, wait)
+        from . import pgstate
+
+        conn, where = pgstate.connect(settings.main.state.url, settings.state_schema, wait)
+        store = cls(conn, where, pgstate.AdvisoryLock(conn))
+        try:
+            store._migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def snapshot_for(cls, settings: Settings) -> Self:
+        """For dry runs: a copy of the SQLite file, or one transaction on PostgreSQL
+        that is rolled back at close (so nothing is ever written)."""
+        if not settings.main.state.url:
+            return cls.snapshot(settings.state_path)
+        from . import pgstate
+
+        conn, where = pgstate.connect(settings.main.state.url, settings.state_schema, 0, lock=False)
+        store = cls(conn, where)
+        store._discard = True
+        try:
+            store._execute("BEGIN")
+            store._depth = 1
+            store._migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     @classmethod
     def open(cls, path: Path, wait: float = LOCK_WAIT_SECONDS) -> Self:
@@ -169,13 +230,17 @@ class Database:
         return store
 
     def close(self) -> None:
+        if self._discard:
+            with suppress(StoreError):
+                self._db.execute("ROLLBACK")
         self._db.close()
         if self._lock is not None:
             self._lock.release()
 
-    def _execute(self, sql: str, params: Iterable[object] = ()) -> sqlite3.Cursor:
+    def _execute(self, sql: str, params: Iterable[object] = ()) -> Cursor:
         try:
-            return self._db.execute(sql, tuple(params))
+            cursor: Cursor = self._db.execute(sql, tuple(params))
+            return cursor
         except sqlite3.Error as exc:
             raise StoreError(f"{self._where}: {exc}") from exc
 

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from inbox_guard.cli import main
 from inbox_guard.service import Service
 
 from .dovecot import Dovecot, free_port
+from .postgres import Postgres
 
 PASSWORD_ENV = "IG_TEST_PASSWORD"
 Capsys = pytest.CaptureFixture[str]
@@ -313,9 +315,24 @@ def wait_for(service: Service, job: str, timeout: float = 30) -> bool:
             return ok
 
 
+def started(service: Service, timeout: float = 30) -> bool:
+    """Start an in-process service and wait until it has settled: its first pass done,
+    and where push began IDLE, the pass that push made due then (mail that came before
+    its SELECT is not announced). True when the latest of those passes succeeded."""
+    service.start()
+    ok = wait_for(service, "triage", timeout)
+    if service.settings.main.triage.push:
+        assert service.push.tried.wait(timeout)
+        if service.push.waiting.is_set():
+            ok = wait_for(service, "triage", timeout)
+    return ok
+
+
 def fire(service: Service, job: str) -> None:
     """Make a scheduled job due now: the scheduler's clock, not a sleep."""
-    service.scheduler.modify_job(job, next_run_time=datetime.now(service.settings.tz))
+    service.scheduler.modify_job(
+        service.job_id(job), next_run_time=datetime.now(service.settings.tz)
+    )
 
 
 RECENT = datetime.now(UTC) - timedelta(days=1)
@@ -375,3 +392,21 @@ def kill_at(practice: Practice, command: bytes, *args: str) -> None:
         worker[0].communicate(timeout=120)
         practice.config.write_text(original)
         assert proxy.tripped is not None and worker[0].returncode == -signal.SIGKILL
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A private PostgreSQL for the whole session (Debian's postgresql, on loopback)."""
+    with Postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres) -> str:
+    """A database of the test's own on the private PostgreSQL."""
+    import psycopg
+
+    name = f"t{secrets.token_hex(6)}"
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return postgres.url.rsplit("/", 1)[0] + "/" + name

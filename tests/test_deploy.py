@@ -50,7 +50,8 @@ def test_the_image_keeps_state_and_agendas_under_data() -> None:
 def test_dockerfile_is_a_plain_pip_install_as_non_root() -> None:
     text = (ROOT / "Dockerfile").read_text()
     runs = re.findall(r"^RUN (.+)$", text, re.MULTILINE)
-    assert any(r.startswith("pip install --no-cache-dir .") for r in runs)
+    # This project, with the PostgreSQL extra (several workers on one database).
+    assert any(r.startswith("pip install --no-cache-dir '.[postgresql]'") for r in runs)
     assert all(r.startswith(("pip install", "useradd")) for r in runs), runs
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
@@ -178,3 +179,30 @@ def test_the_front_door_runs_the_demo_through_scripts_demo() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("inbox-guard demo: a sample practice"), done.stdout[:500]
+
+
+def test_the_shared_profile_runs_two_workers_on_one_postgresql(tmp_path: Path) -> None:
+    for name in ("docker-compose.yml", "Dockerfile"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    (tmp_path / "config").mkdir()
+    env = (ROOT / "deploy" / "env.example").read_text() + "PGPASSWORD=pw-for-the-test\n"
+    (tmp_path / ".env").write_text(env)
+    done = subprocess.run(
+        ["docker-compose", "--profile", "shared", "config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    services = re.findall(r"^  ([\w-]+):$", done.stdout.split("\nvolumes:")[0], re.MULTILINE)
+    assert {"worker-1", "worker-2", "postgres"} <= set(services)
+    urls = re.findall(r"INBOX_GUARD_STATE_URL: (\S+)", done.stdout)
+    assert urls == ["postgresql://inbox_guard@postgres:5432/inbox_guard"] * 2  # no password
+    assert done.stdout.count("inbox-guard-shared:/data") >= 2  # agendas on one volume
+    # Only with the profile: `docker compose up` alone starts the single service.
+    for service in ("worker-1", "worker-2", "postgres"):
+        after = done.stdout.split(f"\n  {service}:\n")[1]
+        block = re.split(r"^  \S", after, maxsplit=1, flags=re.MULTILINE)[0]
+        assert re.search(r"^    profiles:\n    - shared$", block, re.MULTILINE), service

@@ -25,6 +25,7 @@ from .conftest import (
     fire,
     message,
     out_of_hours_recently,
+    started,
     wait_for,
     write_practice,
 )
@@ -63,10 +64,8 @@ def test_one_practitioners_dead_server_does_not_stop_the_others_pass(
     ]
     services = [Service(s, name=s.name) for s in practices]
     try:
-        for s in services:
-            s.start()
-        assert not wait_for(services[1], "triage")  # Bea's server is down: logged, retried
-        assert wait_for(services[0], "triage")  # Alex is served all the same
+        assert not started(services[1])  # Bea's server is down: logged, retried
+        assert started(services[0])  # Alex is served all the same
     finally:
         for s in services:
             s.stop()
@@ -167,9 +166,7 @@ def test_two_practitioners_on_live_servers_have_separate_state(
         account.append(message(), out_of_hours_recently())
         services = [Service(s, name=s.name) for s in load_all(folder)]
         try:
-            for s in services:
-                s.start()
-            assert wait_for(services[0], "triage") and wait_for(services[1], "triage")
+            assert all([started(s) for s in services])
         finally:
             for s in services:
                 s.stop()
@@ -315,9 +312,7 @@ def test_accounts_in_one_file_run_independently_with_their_own_digests(
         services = [Service(s, name=s.name) for s in load_all(main)]
         alex_svc, bea_svc = services
         try:
-            for s in services:
-                s.start()
-            assert wait_for(alex_svc, "triage") and wait_for(bea_svc, "triage")
+            assert all([started(s) for s in services])
             other.stop()
             fire(bea_svc, "triage")
             assert not wait_for(bea_svc, "triage")

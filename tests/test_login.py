@@ -32,7 +32,7 @@ from inbox_guard.store import Store
 from inbox_guard.triage import run_pass
 
 from .authserver import AuthServer
-from .conftest import SmtpSink, fire, wait_for
+from .conftest import SmtpSink, fire, started, wait_for
 from .dovecot import Dovecot, free_port
 from .oauth_flow import (
     KW,
@@ -298,8 +298,7 @@ def test_the_service_renews_silently_survives_revocation_and_resumes_after_login
     service = Service(config.load(p.config))
     caplog.set_level(logging.INFO, logger="inbox_guard")
     try:
-        service.start()
-        assert wait_for(service, "triage")
+        assert started(service)
 
         # 1. Silent renewal: two hours on, the server has hung up and the access
         # token is stale; the pass logs in again with a renewed one.

@@ -28,6 +28,7 @@ from .conftest import (
     fire,
     message,
     out_of_hours_recently,
+    started,
     wait_for,
     write_practice,
 )
@@ -195,8 +196,7 @@ def test_the_whole_service_sends_only_to_the_practitioner(
     )
     service = Service(config.load(p.config))
     try:
-        service.start()
-        assert wait_for(service, "triage")
+        assert started(service)
         fire(service, "digest")
         assert wait_for(service, "digest")
     finally:

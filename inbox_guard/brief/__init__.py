@@ -21,12 +21,10 @@ from typing import TYPE_CHECKING
 
 from .. import compose
 from ..deliver import deliver
-from ..digest import still_in_drafts
 from ..errors import InboxGuardError, StoreError
 from ..model import Client, Settings
 from ..sessions import next_session
 from .content import LOOK_BACK, Brief, brief_for, due
-from .render import brief_message
 
 if TYPE_CHECKING:
     from ..mailbox import Mailbox
@@ -64,6 +62,11 @@ def send_brief(
     dry_run: bool = False,
 ) -> EmailMessage | None:
     """Deliver ``brief`` unless it was delivered before (then None); the message."""
+    # Here, not at the top: a pass imports this package for `brief.content`, and has
+    # no use for the templates.
+    from ..digest import still_in_drafts
+    from .render import brief_message
+
     message_id = brief.message_id(settings)
     kept = store.brief_record(brief.key)
     if kept is not None and (kept[1] or kept[2]):

@@ -4,6 +4,7 @@ and news of arriving mail (NOOP, IDLE)."""
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,39 +41,59 @@ class Reading(Session):
             self._exists = int(exists[-1])
         return changed
 
+    def idle_start(self, folder: str) -> bool:
+        """Begin IDLE (RFC 2177) on ``folder``; True when news was already waiting.
+
+        Mail that arrived since the last command (say, between two IDLEs) is told on
+        the next command; if that were IDLE, it could come in one packet with the
+        "+ idling" and sit unread in imaplib's buffer while IDLE waits on the socket.
+        A NOOP first collects it."""
+        if not self.is_open(folder, read_only=True):
+            self.open(folder, read_only=True)
+        with translated("NOOP"):
+            _, pending = self._c.noop()
+        with translated("IDLE"):
+            self._c.idle()
+        return _announces_mail(pending)
+
+    def idle_heard(self) -> tuple[bool, bool]:
+        """During IDLE, once the socket is readable: (news, heard), without waiting.
+        ``heard`` is False when no whole line came: the server may have closed the
+        connection (ending IDLE tells), or a TLS record carried no data."""
+        with translated("IDLE"):
+            heard = self._c.idle_check(timeout=0)
+        return _announces_mail(heard), bool(heard)
+
+    def idle_end(self) -> bool:
+        """End IDLE; True when mail was announced as it ended. Raises on a dead
+        connection."""
+        with translated("IDLE"):
+            _, late = self._c.idle_done()
+        return _announces_mail(late)
+
+    def socket(self) -> Any:
+        """The connection's socket, to wait on (never to read or write)."""
+        return self._c.socket()
+
     def wait_for_news(
         self, folder: str, seconds: float, stop: threading.Event, tick: float = 1.0
     ) -> bool:
-        """IDLE (RFC 2177) on ``folder`` for up to ``seconds``: True as soon as the
+        """IDLE on ``folder`` for up to ``seconds`` in this thread: True as soon as the
         server announces new mail, False on timeout or ``stop``. Servers drop IDLE
-        after 30 minutes, so callers keep ``seconds`` under that and call again."""
-        if not self.is_open(folder, read_only=True):
-            self.open(folder, read_only=True)
+        after 30 minutes, so callers keep ``seconds`` under that and call again. (The
+        service waits on many connections at once instead: see ``hub.Watcher``.)"""
+        news = self.idle_start(folder)
         deadline = time.monotonic() + seconds
-        # Mail that arrived since the last command (say, between two IDLEs) is told
-        # on the next command; if that were IDLE, it could come in one packet with
-        # the "+ idling" and sit unread in imaplib's buffer while IDLE waits on the
-        # socket. A NOOP first collects it.
-        with translated("NOOP"):
-            _, pending = self._c.noop()
-        news = _announces_mail(pending)
-        if news:
-            return True
-        with translated("IDLE"):
-            self._c.idle()
-            try:
-                while not news and not stop.is_set() and time.monotonic() < deadline:
-                    woke = time.monotonic()
-                    heard = self._c.idle_check(timeout=tick)
-                    news = _announces_mail(heard)
-                    if not heard and time.monotonic() - woke < tick / 2:
-                        # Woken without a whole line: imapclient returns nothing when
-                        # the server has closed the connection. Ending IDLE tells:
-                        # DONE fails on a closed connection, else IDLE starts again.
-                        break
-            finally:
-                _, late = self._c.idle_done()
-        return news or _announces_mail(late)  # also mail announced as IDLE ended
+        try:
+            while not news and not stop.is_set() and time.monotonic() < deadline:
+                if not select.select([self.socket()], [], [], tick)[0]:
+                    continue
+                news, heard = self.idle_heard()
+                if not heard:
+                    break  # perhaps closed: ending IDLE tells, else IDLE starts again
+        finally:
+            late = self.idle_end()
+        return news or late
 
     def quick_status(self, folder: str) -> tuple[int, int | None]:
         """(UIDVALIDITY, UIDNEXT) by STATUS: about 0.2 ms whatever the mailbox size,

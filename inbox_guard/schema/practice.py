@@ -5,6 +5,7 @@ merging files is :mod:`inbox_guard.config`'s job."""
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -135,7 +136,27 @@ class CalendarConfig(Strict):
 
 class State(Strict):
     path: str = "state/inbox-guard.sqlite3"
+    # PostgreSQL instead of the file: "postgresql://user@host:5432/dbname". The password
+    # never goes here: libpq takes it from PGPASSWORD or ~/.pgpass.
+    url: str = ""
+    # With url: how often each worker looks at its share of the practitioners, so
+    # how soon a dead worker's practitioners are taken over.
+    lease_seconds: float = Field(default=10.0, ge=1.0, le=600.0)
     retain_days: int = 400
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f'{v!r} is not a PostgreSQL URL ("postgresql://user@host/db")')
+        if parts.password is not None:
+            raise ValueError(
+                "keep the password out of the config: give it in PGPASSWORD or ~/.pgpass"
+            )
+        return v
 
     @field_validator("retain_days")
     @classmethod

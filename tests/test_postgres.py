@@ -1,0 +1,295 @@
+"""The state in PostgreSQL (``[state] url``): the same guarantees as the SQLite file,
+against a real PostgreSQL the fixture starts privately on loopback."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from inbox_guard import config
+from inbox_guard.errors import BusyError, ConfigError
+from inbox_guard.model import Problem
+from inbox_guard.store import Store
+
+from .conftest import (
+    CLIENTS,
+    KW,
+    MONDAY_8,
+    PASSWORD_ENV,
+    SAM,
+    SUNDAY_NIGHT,
+    Account,
+    Capsys,
+    Practice,
+    drafts,
+    kill_at,
+    message,
+    out_of_hours_recently,
+    write_practice,
+)
+from .dovecot import Dovecot
+
+
+def on_postgres(tmp_path: Path, account: Account, url: str) -> Practice:
+    return write_practice(tmp_path, account, extra=f'\n[state]\nurl = "{url}"\n')
+
+
+def rows(url: str, sql: str, schema: str = "inbox_guard") -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        conn.execute(f"SET search_path TO {schema}")
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def pg_practice(
+    tmp_path: Path, account: Account, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Practice:
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    return on_postgres(tmp_path, account, pg_url)
+
+
+def test_a_pass_on_postgres_marks_drafts_and_notes_exactly_once(
+    pg_practice: Practice, account: Account, pg_url: str, capsys: Capsys
+) -> None:
+    uid = account.append(message(), SUNDAY_NIGHT)
+    first = pg_practice.once_json(capsys, "--now", MONDAY_8)
+    assert [f["uid"] for f in first["flagged"]] == [uid]
+    again = pg_practice.once_json(capsys, "--now", MONDAY_8)
+    assert again["flagged"] == [] and again["errors"] == []
+    assert account.snapshot()[uid]["flags"] == {KW}
+    assert len(drafts(account)) == 1
+    assert rows(pg_url, "SELECT count(*) FROM contact WHERE done_at IS NOT NULL") == [(1,)]
+    # Nothing of it in a file: the state is in the database.
+    assert not list(pg_practice.root.rglob("*.sqlite3"))
+
+
+def test_a_dry_run_on_postgres_writes_nothing(
+    pg_practice: Practice, account: Account, pg_url: str, capsys: Capsys
+) -> None:
+    account.append(message(), SUNDAY_NIGHT)
+    r = pg_practice.once_json(capsys, "--dry-run", "--now", MONDAY_8)
+    assert len(r["flagged"]) == 1
+    with psycopg.connect(pg_url) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'inbox_guard'"
+        ).fetchone()
+    assert found == (0,)
+    assert drafts(account) == []
+
+
+def test_one_worker_per_practitioner_on_postgres(
+    pg_practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    settings = config.load(pg_practice.config)
+    holder = Store.open_for(settings)
+    try:
+        with pytest.raises(BusyError, match="another inbox-guard is working on this state"):
+            Store.open_for(settings, wait=0.3)
+        done = subprocess.run(
+            [sys.executable, "-m", "inbox_guard", "--config", str(pg_practice.config), "once"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1
+        [line] = done.stderr.strip().splitlines()
+        assert "another inbox-guard is working on this state" in line
+        assert "schema inbox_guard" in line
+    finally:
+        holder.close()
+    Store.open_for(settings, wait=0).close()  # free again once the holder has gone
+
+
+def test_a_killed_worker_leaves_no_duplicate_on_postgres(
+    pg_practice: Practice, account: Account, capsys: Capsys
+) -> None:
+    """SIGKILLed right after the draft's APPEND, before its record: the next passes
+    find the draft by its Message-ID instead of writing it twice."""
+    pg_practice.config.write_text(
+        pg_practice.config.read_text().replace('drafts = "per-window"', 'drafts = "per-message"')
+    )
+    one = account.append(message(), SUNDAY_NIGHT)
+    two = account.append(message(sender=SAM), SUNDAY_NIGHT + timedelta(minutes=1))
+    kill_at(pg_practice, b'APPEND "DRAFTS"', "once", "--now", MONDAY_8)
+    for _ in range(2):
+        r = pg_practice.once_json(capsys, "--now", MONDAY_8)
+        assert r["errors"] == [], r
+    assert sorted(d["To"] for d in drafts(account)) == sorted(["jane@example.org", SAM])
+    snap = account.snapshot()
+    assert KW in snap[one]["flags"] and KW in snap[two]["flags"]
+
+
+def test_the_store_on_postgres_keeps_big_uids_transactions_and_trouble(
+    pg_practice: Practice,
+) -> None:
+    settings = config.load(pg_practice.config)
+    now = datetime(2026, 11, 16, 8, tzinfo=UTC)
+    store = Store.open_for(settings)
+    try:
+        store.set_position("INBOX", 4_294_967_295, 4_294_967_294)  # UIDs are 32-bit unsigned
+        assert store.position("INBOX") == (4_294_967_295, 4_294_967_294)
+        with pytest.raises(RuntimeError), store.transaction():
+            store.note_problem("kept?", now)
+            raise RuntimeError
+        with store.transaction():
+            store.note_problem("outer", now)
+            with pytest.raises(RuntimeError), store.transaction():
+                store.note_problem("inner", now)
+                raise RuntimeError
+        store.note_problem("outer", now + timedelta(minutes=5))
+    finally:
+        store.close()
+    store = Store.open_for(settings)  # a restarted worker still knows
+    try:
+        assert store.problems() == [Problem("outer", now, now + timedelta(minutes=5), 2)]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://alex:secret@db.example.org/ig", "keep the password out of the config"),
+        ("mysql://db.example.org/ig", "is not a PostgreSQL URL"),
+    ],
+)
+def test_a_bad_state_url_is_one_line(tmp_path: Path, account: Account, url: str, says: str) -> None:
+    p = on_postgres(tmp_path, account, url)
+    with pytest.raises(ConfigError, match=says) as caught:
+        config.load(p.config)
+    assert "\n" not in str(caught.value) and "secret" not in str(caught.value)
+
+
+def test_an_unreachable_database_is_one_line(
+    tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .dovecot import free_port
+
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    p = on_postgres(tmp_path, account, f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    done = subprocess.run(
+        [sys.executable, "-m", "inbox_guard", "--config", str(p.config), "once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert "cannot connect" in line and "schema inbox_guard" in line
+
+
+def group_on_postgres(folder: Path, server: Dovecot, url: str, n: int) -> Path:
+    """A group file of ``n`` practitioners, each with the test client Jane, their state
+    in one PostgreSQL; what they share is written once."""
+    (folder / "clients").mkdir(parents=True)
+    text = [
+        'timezone = "Europe/London"',
+        "[triage]",
+        "poll_minutes = 60",
+        'drafts = "per-message"',
+        "[hours]",
+        'mon = ["09:00-17:00"]',
+        "[state]",
+        f'url = "{url}"',
+        "lease_seconds = 2",
+        "",
+    ]
+    for i in range(n):
+        user, _ = server.user(f"lease{i}")
+        (folder / "clients" / f"p{i}").mkdir()
+        (folder / "clients" / f"p{i}" / "jane-doe.toml").write_text(CLIENTS["jane-doe"])
+        text += [
+            "[[accounts]]",
+            f'id = "p{i}"',
+            # Each as Alex, whom the test mail is to (a holding reply needs that).
+            f'therapist = {{ name = "P{i}", email = "alex@example.org", emergency_text = "999" }}',
+            f'account = {{ host = "127.0.0.1", port = {server.port}, security = "plain", '
+            f'username = "{user}", password_env = "{PASSWORD_ENV}" }}',
+            "",
+        ]
+    path = folder / "group.toml"
+    path.write_text("\n".join(text))
+    return path
+
+
+class Worker:
+    """``inbox-guard run`` as a process of its own, its log read as it comes."""
+
+    def __init__(self, group: Path, name: str) -> None:
+        self.log = group.parent / f"{name}.log"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "inbox_guard", "--config", str(group), "run"],
+                stderr=log,
+                stdout=subprocess.DEVNULL,
+            )
+
+    def serving(self) -> set[str]:
+        """The practitioners this worker has passed for, and not let go since."""
+        held: set[str] = set()
+        for line in self.log.read_text().splitlines():
+            m = re.search(r"\[(p\d+)\] (pass: scanned|leases: letting go|stopped)", line)
+            if m:
+                (held.add if m.group(2).startswith("pass") else held.discard)(m.group(1))
+        return held
+
+    def marked(self, name: str) -> bool:
+        return bool(
+            re.search(rf"\[{name}\] pass: scanned \d+, flagged [1-9]", self.log.read_text())
+        )
+
+
+def until(check: Callable[[], bool], timeout: float, what: str, *workers: Worker) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            logs = "\n".join(w.log.read_text()[-3000:] for w in workers)
+            raise AssertionError(f"{what} not within {timeout} s:\n{logs}")
+        time.sleep(0.1)  # polling a log file another process writes
+
+
+def test_workers_share_the_practitioners_and_take_over_from_a_killed_one(
+    dovecot: Dovecot, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, dovecot.password)
+    n = 6
+    group = group_on_postgres(tmp_path, dovecot, pg_url, n)
+    names = {f"p{i}" for i in range(n)}
+    a, b = Worker(group, "a"), Worker(group, "b")
+    try:
+        until(lambda: a.serving() | b.serving() == names, 60, "all served", a, b)
+        until(lambda: len(a.serving()) == len(b.serving()) == n // 2, 30, "shared evenly", a, b)
+        assert not a.serving() & b.serving()
+
+        a.proc.kill()
+        a.proc.wait()
+        # Mail for every practitioner, after the kill: worker b must take over a's
+        # share (a's locks went with its sessions) and mark every message once.
+        for i in range(n):
+            Account(dovecot, f"lease{i}", dovecot.password).append(
+                message(subject=f"for p{i}"), out_of_hours_recently()
+            )
+        taken = time.monotonic()
+        until(lambda: b.serving() == names, 30, "taken over", b)
+        took = time.monotonic() - taken
+        until(lambda: all(b.marked(x) for x in names), 30, "every message marked", b)
+        assert took < 2 * 2 + 10  # two rounds of lease_seconds, and a pass
+    finally:
+        for w in (a, b):
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)
+                w.proc.wait(timeout=30)
+    assert b.proc.returncode == 0
+    for i in range(n):
+        account = Account(dovecot, f"lease{i}", dovecot.password)
+        assert len(drafts(account)) == 1  # exactly once, whoever served it
+        assert all(m["flags"] == {KW} for m in account.snapshot().values())
