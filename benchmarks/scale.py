@@ -40,12 +40,15 @@ from tests.dovecot import Dovecot  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 # Enough Dovecot for a thousand practitioners with two connections each: imap
-# processes that serve many clients each, and limits above the defaults (100, 1000).
+# processes that serve many clients each (by default each serves one, and at most
+# 1024 run), and limits above the defaults.
 DOVECOT_EXTRA = """
 default_process_limit = 4000
 default_client_limit = 20000
+default_vsz_limit = 2G
 service imap {
-  client_limit = 200
+  service_count = 0
+  client_limit = 50
 }
 """
 
@@ -102,7 +105,11 @@ def wait_until(check: object, proc: subprocess.Popen[bytes], log: Path, limit: f
     while not check():  # type: ignore[operator]
         if proc.poll() is not None or time.monotonic() - started > limit:
             proc.kill()
-            raise SystemExit(f"scale.py: `run` did not get there:\n{log.read_text()[-3000:]}")
+            dovecot = log.parent.parent / "dovecot" / "dovecot.log"
+            raise SystemExit(
+                f"scale.py: `run` did not get there:\n{log.read_text()[-3000:]}\n"
+                f"Dovecot:\n{dovecot.read_text()[-3000:] if dovecot.exists() else ''}"
+            )
         time.sleep(0.1)
     return time.monotonic() - started
 

@@ -18,6 +18,7 @@ import math
 import random
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.interval import IntervalTrigger
@@ -70,8 +71,10 @@ class Leases:
                 return
             try:
                 live = self._slots.live()
-            except Exception as exc:
+            except Exception as exc:  # the database is away: the next round tries again
                 log.warning("leases: cannot count the workers: %s", exc)
+                with suppress(Exception):
+                    self._slots.close()
                 return
             for name in [n for n, s in self.running.items() if s.stopping.is_set()]:
                 del self.running[name]  # let go after losing its lock
@@ -81,20 +84,34 @@ class Leases:
                 self.running.pop(name).stop()
             free = [p for p in self.practices if p.name not in self.running]
             random.shuffle(free)
-            for settings in free:
-                if len(self.running) >= share or self.hub.stopping.is_set():
-                    break
-                service = self.make(settings)
+            # Taken several at a time (each is a few round trips to the database), so
+            # a dead worker's share is taken over in about one round.
+            while (need := share - len(self.running)) > 0 and free:
+                batch, free = free[:need], free[need:]
                 try:
-                    service.start()
-                except BusyError:  # another worker serves them
-                    service.close(quietly=True)
-                    continue
-                except InboxGuardError as exc:
-                    log.error("[%s] cannot serve: %s", settings.name, exc)
-                    service.close(quietly=True)
-                    continue
-                self.running[settings.name] = service
+                    taking = [self.hub.pool.submit(self._take, s) for s in batch]
+                except RuntimeError:  # shutting down
+                    return
+                for settings, future in zip(batch, taking, strict=True):
+                    service = future.result()
+                    if service is not None:
+                        self.running[settings.name] = service
+
+    def _take(self, settings: Settings) -> Service | None:
+        """The practitioner's service, started, if this worker could take them."""
+        if self.hub.stopping.is_set():
+            return None
+        service = self.make(settings)
+        try:
+            service.start()
+        except BusyError:  # another worker serves them
+            service.close(quietly=True)
+            return None
+        except InboxGuardError as exc:
+            log.error("[%s] cannot serve: %s", settings.name, exc)
+            service.close(quietly=True)
+            return None
+        return service
 
     def services(self) -> list[Service]:
         with self._lock:

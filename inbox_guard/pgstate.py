@@ -18,6 +18,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -173,21 +174,31 @@ class Slots:
     freed with its session)."""
 
     def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: Any = None
+        self.slot = self._take()
+
+    def _take(self) -> int:
         import psycopg
 
         self._conn = psycopg.connect(
-            url, autocommit=True, connect_timeout=10, application_name="inbox-guard workers"
+            self._url, autocommit=True, connect_timeout=10, application_name="inbox-guard workers"
         )
-        self.slot = next(
+        return next(
             i
             for i in range(1_000_000)
             if self._conn.execute(
                 "SELECT pg_try_advisory_lock(%s::int, %s::int)", (WORKER_SLOTS, i)
-            ).fetchone()[0]  # type: ignore[index]
+            ).fetchone()[0]
         )
 
     def live(self) -> int:
-        """How many workers hold a slot now (this one included)."""
+        """How many workers hold a slot now (this one included). A lost session (the
+        server restarted) is made again, and a slot taken again, first."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            with suppress(Exception):
+                self._conn.close()
+            self.slot = self._take()
         row = self._conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid "
             "AND objsubid = 2 AND granted",

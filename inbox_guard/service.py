@@ -36,8 +36,7 @@ from .mailbox import Mailbox
 from .model import Problem, Settings
 from .push import Push
 from .records import MAX_PROBLEMS
-from .statefile import LOCK_WAIT_SECONDS
-from .store import Store
+from .store import HeldStore
 from .timing import backoff, digest_trigger
 from .triage import run_pass
 
@@ -67,7 +66,7 @@ class Service:
         self.done: queue.Queue[tuple[str, bool]] = queue.Queue(maxsize=100)
         self._lock = threading.Lock()
         self._mailbox: Mailbox | None = None
-        self._store: Store | None = None
+        self.state = HeldStore(settings)
         self._failures = {"triage": 0, "digest": 0}
         # Trouble since the last digest that the state store could not keep.
         self._problems: dict[str, Problem] = {}
@@ -118,25 +117,11 @@ class Service:
             self._mailbox.logout()
             self._mailbox = None
 
-    def _store_open(self) -> Store:
-        if self._store is None:
-            # In PostgreSQL, the practitioner is this worker's only while its session
-            # holds the lock: once lost, it is taken again or let go (never waited for).
-            wait = 0.0 if self.settings.main.state.url else LOCK_WAIT_SECONDS
-            self._store = Store.open_for(self.settings, wait)
-        return self._store
-
     def _let_go(self) -> None:
         """Another worker serves this practitioner now (PostgreSQL): stop serving."""
         self.log.warning("another worker serves this practitioner now: letting go")
         self.stopping.set()
         self.hub.submit(self.stop)
-
-    def _drop_store(self) -> None:
-        if self._store is not None:
-            with suppress(Exception):
-                self._store.close()
-            self._store = None
 
     def _guarded(self, job: str, work: Any) -> None:
         """Run ``work`` under the lock; on failure log one line and retry with backoff."""
@@ -152,7 +137,7 @@ class Service:
                 raise
             except Exception as exc:
                 if isinstance(exc, StoreError) and self.settings.main.state.url:
-                    self._drop_store()  # its session may be gone, and the lock with it
+                    self.state.drop()  # its session may be gone, and the lock with it
                 if isinstance(exc, InboxGuardError):
                     why = str(exc)
                 else:
@@ -173,6 +158,7 @@ class Service:
                 self._finished(job, False)
                 return
             finally:
+                self.state.rest()
                 if job == "triage":
                     self._start_push()
             self._failures[job] = 0
@@ -225,7 +211,7 @@ class Service:
         lose it; in memory only when the store itself is the trouble."""
         now = self._now()
         try:
-            self._store_open().note_problem(what, now)
+            self.state.open().note_problem(what, now)
             return
         except StoreError:
             pass
@@ -240,7 +226,7 @@ class Service:
         often (the store's and the ones only in memory)."""
         kept: list[Problem] = []
         with suppress(StoreError):
-            kept = self._store_open().problems()
+            kept = self.state.open().problems()
         return [*kept, *self._problems.values()]
 
     def _retry(self, job: str, delay: float) -> None:
@@ -269,14 +255,14 @@ class Service:
             settings = self._with_calendar(now)
             try:
                 result = run_pass(
-                    settings, self._connect(), self._store_open(), now, stop=self.stopping
+                    settings, self._connect(), self.state.open(), now, stop=self.stopping
                 )
             except ConnectError:
                 # A kept connection may have been closed by the server while idle:
                 # reconnect once before calling it a failure.
                 self._drop_connection()
                 result = run_pass(
-                    settings, self._connect(), self._store_open(), now, stop=self.stopping
+                    settings, self._connect(), self.state.open(), now, stop=self.stopping
                 )
             self._passed.set()
             self.log.info(
@@ -303,7 +289,7 @@ class Service:
             run = run_digest(
                 self._with_calendar(now),
                 mailbox,
-                self._store_open(),
+                self.state.open(),
                 now,
                 False,
                 problems=list(self._problems.values()),
@@ -324,7 +310,7 @@ class Service:
             if not self._passed.is_set():
                 return  # mail that came in while the service was down is not known yet
             now = self._now()
-            run = run_briefs(self._with_calendar(now), self._connect, self._store_open(), now)
+            run = run_briefs(self._with_calendar(now), self._connect, self.state.open(), now)
             for b, what in [(b, "sent") for b, _ in run.sent] + [
                 (b, "skipped") for b in run.skipped
             ]:
@@ -346,7 +332,8 @@ class Service:
     def start(self) -> None:
         """Take the state file (and its lock: one worker per state file, for as long as
         the service runs), then schedule the jobs."""
-        self._store_open()
+        self.state.open()
+        self.state.rest()
         minutes = self.settings.main.triage.poll_minutes
         now = datetime.now(self.settings.tz)
         tz = self.settings.tz
@@ -394,6 +381,6 @@ class Service:
         self.push.stop()
         with self._lock:
             self._drop_connection()
-            self._drop_store()
+            self.state.release()
         if not quietly:
             self.log.info("stopped")

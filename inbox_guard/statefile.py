@@ -82,6 +82,15 @@ class Lock:
             self._fd = -1
 
 
+def take_lock(path: Path, wait: float) -> Lock:
+    """The state file's lock alone (its folder made, 0700, if need be)."""
+    try:
+        private_dir(path.parent)
+        return Lock.acquire(path, wait)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot take the state file's lock: {exc.strerror}") from exc
+
+
 def check_existing(path: Path) -> bool:
     """Is ``path`` absent (False) or a state file we may use (True)? Anything else is
     refused without being touched: a folder, or a file that is not SQLite."""
@@ -98,13 +107,14 @@ def check_existing(path: Path) -> bool:
     return True
 
 
-def connect(path: Path, wait: float) -> tuple[sqlite3.Connection, Lock]:
+def connect(path: Path, wait: float, held: Lock | None = None) -> tuple[sqlite3.Connection, Lock]:
     """The state file's connection (creating the file, 0600 in a 0700 folder), holding
-    its lock; WAL, autocommit (the store opens transactions itself)."""
+    its lock (taken now, or ``held`` already); WAL, autocommit (the store opens
+    transactions itself)."""
     lock: Lock | None = None
     try:
         private_dir(path.parent)
-        lock = Lock.acquire(path, wait)
+        lock = held or Lock.acquire(path, wait)
         existed = check_existing(path)
         if not existed:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
@@ -116,18 +126,18 @@ def connect(path: Path, wait: float) -> tuple[sqlite3.Connection, Lock]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
     except sqlite3.Error as exc:
-        if lock is not None:
+        if lock is not None and lock is not held:
             lock.release()
         raise StoreError(
             f"{path}: cannot use the state file: {exc} (it was left as it is; move it "
             "aside to start afresh, and the first pass will look back lookback_days)"
         ) from exc
     except OSError as exc:
-        if lock is not None:
+        if lock is not None and lock is not held:
             lock.release()
         raise StoreError(f"{path}: cannot create the state file: {exc.strerror}") from exc
     except BaseException:
-        if lock is not None:
+        if lock is not None and lock is not held:
             lock.release()
         raise
     return conn, lock
@@ -209,12 +219,13 @@ class Database:
         return store
 
     @classmethod
-    def open(cls, path: Path, wait: float = LOCK_WAIT_SECONDS) -> Self:
+    def open(cls, path: Path, wait: float = LOCK_WAIT_SECONDS, held: Lock | None = None) -> Self:
         """Open (creating, 0600 in a 0700 folder) and migrate the state file, holding
         its lock; :class:`BusyError` if another process holds it for ``wait`` seconds.
+        With ``held`` (the lock, already taken), closing leaves the lock alone.
         A file the program did not create is never changed or chmod-ed."""
-        conn, lock = connect(path, wait)
-        store = cls(conn, str(path), lock)
+        conn, lock = connect(path, wait, held)
+        store = cls(conn, str(path), None if held else lock)
         try:
             store._migrate()
         except BaseException:

@@ -46,9 +46,11 @@ class Postgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
-        subprocess.run(
-            [*self._as, *args], check=True, capture_output=True, text=True, cwd=self.root
+        done = subprocess.run(
+            [*self._as, *args], capture_output=True, text=True, cwd=self.root, check=False
         )
+        if done.returncode:
+            raise RuntimeError(f"{Path(args[0]).name} failed: {done.stderr.strip()}")
 
     def start(self) -> Postgres:
         if not self.data.exists():

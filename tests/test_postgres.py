@@ -18,6 +18,7 @@ import pytest
 from inbox_guard import config
 from inbox_guard.errors import BusyError, ConfigError
 from inbox_guard.model import Problem
+from inbox_guard.service import Service
 from inbox_guard.store import Store
 
 from .conftest import (
@@ -31,12 +32,16 @@ from .conftest import (
     Capsys,
     Practice,
     drafts,
+    fire,
     kill_at,
     message,
     out_of_hours_recently,
+    started,
+    wait_for,
     write_practice,
 )
 from .dovecot import Dovecot
+from .postgres import Postgres
 
 
 def on_postgres(tmp_path: Path, account: Account, url: str) -> Practice:
@@ -293,3 +298,31 @@ def test_workers_share_the_practitioners_and_take_over_from_a_killed_one(
         account = Account(dovecot, f"lease{i}", dovecot.password)
         assert len(drafts(account)) == 1  # exactly once, whoever served it
         assert all(m["flags"] == {KW} for m in account.snapshot().values())
+
+
+def test_the_service_carries_on_after_postgresql_restarts(
+    tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session that held the practitioner's lock is gone with the restart: the
+    service opens a new one, takes the lock again and goes on; nothing is doubled."""
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    with Postgres() as pg:  # its own, to restart (in a folder the server's user can reach)
+        p = on_postgres(tmp_path / "practice", account, pg.url)
+        service = Service(config.load(p.config))
+        try:
+            assert started(service)
+            pg.stop()
+            pg.start()
+            uid = account.append(message(), out_of_hours_recently())
+            deadline = time.monotonic() + 60
+            fire(service, "triage")
+            while not wait_for(service, "triage", timeout=deadline - time.monotonic()):
+                pass  # the first try may meet the dead session; a retry follows
+            assert account.snapshot()[uid]["flags"] == {KW}
+            assert len(drafts(account)) == 1
+            fire(service, "triage")
+            assert wait_for(service, "triage")
+            assert len(drafts(account)) == 1
+        finally:
+            service.stop()
+        assert rows(pg.url, "SELECT count(*) FROM contact WHERE done_at IS NOT NULL") == [(1,)]

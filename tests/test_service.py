@@ -18,8 +18,10 @@ import pytest
 from imapclient import IMAPClient
 
 from inbox_guard import config
+from inbox_guard.errors import BusyError
 from inbox_guard.mailbox import Mailbox
 from inbox_guard.service import Service
+from inbox_guard.store import Store
 from inbox_guard.timing import IDLE_SECONDS, backoff, digest_trigger
 
 from .conftest import (
@@ -268,3 +270,18 @@ def test_push_comes_back_after_the_connection_drops_and_catches_up(
         assert re.search(r"push: .*; polling meanwhile, retrying IDLE in [456] s", caplog.text)
     finally:
         service.stop()
+
+
+def test_the_running_service_holds_the_state_file_between_jobs(
+    practice: Practice, account: Account
+) -> None:
+    """Its SQLite connection is closed between jobs (a thousand practitioners would
+    otherwise hold 150 MB), but never its lock: a `once` meanwhile is refused."""
+    service = Service(config.load(practice.config))
+    try:
+        assert started(service)
+        with pytest.raises(BusyError, match="another inbox-guard is working on this state file"):
+            Store.open(practice.state, wait=0)
+    finally:
+        service.stop()
+    Store.open(practice.state, wait=0).close()  # released when the service stops
