@@ -264,9 +264,9 @@ def brief_command(state: _State, client_id: str | None, dry_run: bool, now: str 
 def run_service(state: _State, workers: int | None, logins_at_once: int | None) -> None:
     """Run the background service: passes every poll_minutes, the digest on schedule.
 
-    In a group practice, one service per practitioner (or only the one --account
-    names), their log lines prefixed with the practitioner's id, sharing the workers
-    and pacing their logins (at most 50 start in a second)."""
+    In a group practice, one service per practitioner (or the one --account names),
+    sharing the workers, logins paced (at most 50 a second); with [state] url, all
+    the run processes on that PostgreSQL share the practitioners between them."""
     from .run import serve
 
     serve(state.practices(), workers, logins_at_once, debug=state.debug)
