@@ -146,3 +146,48 @@ def test_any_accepted_rule_gives_a_later_session_or_none(
     nxt = next_session(s, after, tz)
     if nxt is not None:
         assert after < nxt <= after + timedelta(days=10 * 366 + 1)
+
+
+def walked(sessions: Sessions, after: datetime, tz: ZoneInfo) -> datetime | None:
+    """The oracle: walk the rule from its start (dateutil's own ``xafter``)."""
+    assert sessions.rule is not None
+    after_utc = after.astimezone(UTC)
+    start = after.astimezone(tz).replace(tzinfo=None) - timedelta(hours=3)
+    for occ in sessions.rule.xafter(start, inc=True):
+        if occ - start > timedelta(days=10 * 366):
+            return None
+        if occ.replace(tzinfo=tz).astimezone(UTC) > after_utc:
+            return occ.replace(tzinfo=tz)
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rule=st.sampled_from(
+        [
+            "FREQ=WEEKLY;BYDAY=WE",
+            "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH",
+            "FREQ=DAILY;BYHOUR=8,20",
+            "FREQ=MONTHLY;BYMONTHDAY=31",
+            "FREQ=WEEKLY;COUNT=30",
+            "FREQ=WEEKLY;UNTIL=20270301T000000",
+            "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29",
+        ]
+    ),
+    start=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1)),
+    asks=st.lists(
+        st.datetimes(min_value=datetime(2015, 1, 1), max_value=datetime(2045, 1, 1)),
+        min_size=1,
+        max_size=6,
+    ),
+    tz=st.sampled_from([LONDON, NEW_YORK]),
+)
+def test_the_expanded_rule_answers_as_walking_it_would(
+    rule: str, start: datetime, asks: list[datetime], tz: ZoneInfo
+) -> None:
+    """Lookups bisect a rule expanded a year at a time; in any order of questions,
+    the answers are those of walking the rule from its start."""
+    sessions = Sessions(rule=parse_rrule(rule, start.replace(microsecond=0)))
+    for ask in asks:
+        after = ask.replace(tzinfo=tz)
+        assert next_session(sessions, after, tz) == walked(sessions, after, tz)
