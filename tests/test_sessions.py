@@ -156,8 +156,9 @@ def walked(sessions: Sessions, after: datetime, tz: ZoneInfo) -> datetime | None
     for occ in sessions.rule.xafter(start, inc=True):
         if occ - start > timedelta(days=10 * 366):
             return None
-        if occ.replace(tzinfo=tz).astimezone(UTC) > after_utc:
-            return occ.replace(tzinfo=tz)
+        found: datetime = occ.replace(tzinfo=tz)
+        if found.astimezone(UTC) > after_utc:
+            return found
     return None
 
 
