@@ -242,10 +242,13 @@ def shared_group(folder: Path, server: Dovecot, url: str, n: int) -> Path:
     return path
 
 
-def serving(log: Path) -> set[str]:
+def serving(log: Path, taken: str = "pass: scanned") -> set[str]:
+    """The practitioners a worker's log says it serves: by their first pass logged, or
+    with ``taken = "leases: serving"`` as soon as it holds their lock."""
     held: set[str] = set()
-    for m in re.finditer(r"\[(p\d+)\] (pass: scanned|leases: letting go|stopped)", log.read_text()):
-        (held.add if m.group(2).startswith("pass") else held.discard)(m.group(1))
+    pattern = rf"\[(p\d+)\] ({re.escape(taken)}|leases: letting go|stopped)"
+    for m in re.finditer(pattern, log.read_text()):
+        (held.add if m.group(2) == taken else held.discard)(m.group(1))
     return held
 
 
@@ -296,8 +299,11 @@ def workers_on_postgres(tmp: Path, server: Dovecot, n: int, count: int) -> None:
                     "INBOX", msg.as_bytes(), msg_time=datetime(2026, 11, 15, 23, 40, tzinfo=UTC)
                 )
         alive = logs[1:]
+        while set().union(*(serving(log, "leases: serving") for log in alive)) != names:
+            time.sleep(0.1)
+        locked = time.monotonic() - killed
         while set().union(*(serving(log) for log in alive)) != names:
-            time.sleep(0.2)
+            time.sleep(0.1)
         taken_over = time.monotonic() - killed
 
         def marked() -> int:
@@ -324,8 +330,9 @@ def workers_on_postgres(tmp: Path, server: Dovecot, n: int, count: int) -> None:
             missed += sum(b"$OutOfHours" not in f for f in flags.values()) + (drafts == 0)
         print(
             f"{count} workers on PostgreSQL, {n} accounts: all served {all_served:.1f} s, "
-            f"evenly {shared:.1f} s (shares {shares}); one SIGKILLed: its accounts taken "
-            f"over in {taken_over:.1f} s, all {n} new messages marked in {all_marked:.1f} s; "
+            f"evenly {shared:.1f} s (shares {shares}); one SIGKILLed: its accounts held by "
+            f"the others in {locked:.1f} s (lease_seconds = 5), each with a pass in "
+            f"{taken_over:.1f} s, all {n} new messages marked in {all_marked:.1f} s; "
             f"{duplicates} duplicate drafts, {missed} missed marks or drafts",
             flush=True,
         )

@@ -2,8 +2,8 @@
 
 Every worker (a ``run`` process, on this machine or another) holds a slot: an
 advisory lock on a session of its own, so the live workers can be counted and a dead
-one's slot is freed with its session. Every ``state.lease_seconds`` (give or take a fifth),
-each worker serves its share, the practitioners divided by the live workers, rounded
+one's slot is freed with its session. Twice every ``state.lease_seconds``, each
+worker serves its share, the practitioners divided by the live workers, rounded
 up: it lets go of any beyond its share and takes free ones up to it. A practitioner
 is taken by opening their state, which holds their lock (see
 :mod:`inbox_guard.pgstate`), so two workers never serve one practitioner, and a dead
@@ -56,7 +56,8 @@ class Leases:
         log.info("worker slot %d; sharing %d practitioners", self._slots.slot, len(self.practices))
         self.hub.scheduler.add_job(
             self.round,
-            IntervalTrigger(seconds=self.every, jitter=self.every / 5),
+            # Twice a lease period, so a dead worker's share is taken within one.
+            IntervalTrigger(seconds=self.every / 2, jitter=self.every / 10),
             id="leases",
             max_instances=1,
             coalesce=True,
@@ -111,6 +112,7 @@ class Leases:
             log.error("[%s] cannot serve: %s", settings.name, exc)
             service.close(quietly=True)
             return None
+        log.info("[%s] leases: serving", settings.name)
         return service
 
     def services(self) -> list[Service]:

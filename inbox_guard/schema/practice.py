@@ -139,8 +139,8 @@ class State(Strict):
     # PostgreSQL instead of the file: "postgresql://user@host:5432/dbname". The password
     # never goes here: libpq takes it from PGPASSWORD or ~/.pgpass.
     url: str = ""
-    # With url: how often each worker looks at its share of the practitioners, so
-    # how soon a dead worker's practitioners are taken over.
+    # With url: how soon a dead worker's practitioners are taken over (each worker
+    # looks at its share twice in this time).
     lease_seconds: float = Field(default=10.0, ge=1.0, le=600.0)
     retain_days: int = 400
 
