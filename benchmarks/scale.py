@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -286,18 +287,23 @@ def workers_on_postgres(tmp: Path, server: Dovecot, n: int, count: int) -> None:
         procs[0].kill()
         procs[0].wait()
         killed = time.monotonic()
-        for i in range(n):
-            msg = EmailMessage()
-            msg["From"] = "Jane Doe <jane@example.org>"
-            msg["To"] = "alex@example.org"
-            msg["Subject"] = f"late, for p{i}"
-            msg["Message-ID"] = f"<late-{i}@example.org>"
-            msg.set_content("Synthetic test mail.\n")
-            with IMAPClient("127.0.0.1", port=server.port, ssl=False) as c:
-                c.login(f"shared{i}", server.password)
-                c.append(
-                    "INBOX", msg.as_bytes(), msg_time=datetime(2026, 11, 15, 23, 40, tzinfo=UTC)
-                )
+
+        def deliver() -> None:
+            for i in range(n):
+                msg = EmailMessage()
+                msg["From"] = "Jane Doe <jane@example.org>"
+                msg["To"] = "alex@example.org"
+                msg["Subject"] = f"late, for p{i}"
+                msg["Message-ID"] = f"<late-{i}@example.org>"
+                msg.set_content("Synthetic test mail.\n")
+                with IMAPClient("127.0.0.1", port=server.port, ssl=False) as c:
+                    c.login(f"shared{i}", server.password)
+                    when = datetime(2026, 11, 15, 23, 40, tzinfo=UTC)
+                    c.append("INBOX", msg.as_bytes(), msg_time=when)
+
+        # The mail arrives while the others take over (its delivery takes seconds).
+        delivering = threading.Thread(target=deliver)
+        delivering.start()
         alive = logs[1:]
         while set().union(*(serving(log, "leases: serving") for log in alive)) != names:
             time.sleep(0.1)
@@ -313,6 +319,7 @@ def workers_on_postgres(tmp: Path, server: Dovecot, n: int, count: int) -> None:
         while marked() < n and time.monotonic() - killed < 300:
             time.sleep(0.2)
         all_marked = time.monotonic() - killed
+        delivering.join()
         for proc in procs[1:]:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
