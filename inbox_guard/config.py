@@ -278,6 +278,7 @@ def load_all(path: str | os.PathLike[str] | None = None) -> list[Settings]:
             practices.extend(found)
     names: dict[str, Path] = {}
     states: dict[Path, str] = {}
+    schemas: dict[tuple[str, str], str] = {}
     for s in practices:
         label = f"{s.path}" + (f" ({s.name})" if s.name else "")
         if s.name in names:
@@ -290,6 +291,16 @@ def load_all(path: str | os.PathLike[str] | None = None) -> list[Settings]:
                 "each practitioner needs their own"
             )
         states[state] = label
+        if s.main.state.url:
+            # PostgreSQL cuts names at 63 bytes: two schemas must still differ there.
+            schema = s.state_schema.encode()[:63].decode("utf-8", "ignore")
+            if (s.main.state.url, schema) in schemas:
+                raise ConfigError(
+                    f"{label}: id: its state schema {s.state_schema!r} would be the same as "
+                    f"that of {schemas[s.main.state.url, schema]} (PostgreSQL keeps the "
+                    "first 63 bytes of a name); give it a shorter id"
+                )
+            schemas[s.main.state.url, schema] = label
     return practices
 
 

@@ -200,8 +200,10 @@ class Slots:
                 self._conn.close()
             self.slot = self._take()
         row = self._conn.execute(
+            # pg_locks shows every database's locks: only this database's workers.
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid "
-            "AND objsubid = 2 AND granted",
+            "AND objsubid = 2 AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (WORKER_SLOTS,),
         ).fetchone()
         return max(1, int(row[0])) if row else 1

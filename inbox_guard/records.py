@@ -46,8 +46,10 @@ class Records(Database):
         self._execute(
             "INSERT INTO unread VALUES (?, ?, ?, ?, ?, 1, ?, ?) "
             "ON CONFLICT(mailbox, uidvalidity, uid) DO UPDATE SET "
-            "attempts = attempts + 1, error = excluded.error, last = excluded.last, "
-            "received = COALESCE(excluded.received, received)",
+            # Qualified: PostgreSQL finds a bare ``attempts`` ambiguous (the row, or
+            # ``excluded``); SQLite reads both the same.
+            "attempts = unread.attempts + 1, error = excluded.error, last = excluded.last, "
+            "received = COALESCE(excluded.received, unread.received)",
             (
                 mailbox,
                 uidvalidity,
