@@ -4,27 +4,42 @@ bug that was found that way. All mail is synthetic."""
 
 from __future__ import annotations
 
+import logging
+import re
 import secrets
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from inbox_guard import config
 from inbox_guard.errors import ConfigError
 from inbox_guard.pgstate import Slots
+from inbox_guard.service import Service
 from inbox_guard.store import Store
 
 from .conftest import (
     KW,
     MONDAY_8,
+    PASSWORD_ENV,
     SAM,
     SUNDAY_NIGHT,
     Account,
     Capsys,
     Practice,
     message,
+    out_of_hours_recently,
+    started,
     unreadable,
+    wait_for,
+    write_practice,
 )
 from .dovecot import Dovecot
 from .postgres import Postgres
@@ -111,3 +126,203 @@ def test_two_practitioners_never_share_a_schema(
             b.close()
     finally:
         a.close()
+
+
+# -- push on the hub: what the network does to the IDLE connection -------------------
+
+
+class IdleRelay:
+    """A loopback relay to the test Dovecot that reshapes what the server sends on the
+    connection that IDLEs (the one whose client has sent IDLE), as a network may:
+
+    - ``coalesce``: from the ``hold_from``-th "+ idling" of a connection on, that line
+      is held until the server's next EXISTS and both reach the client in one packet;
+      ``on_hold`` runs when one is held, ``before_release`` just before it is sent.
+    - ``split``: each EXISTS line reaches the client in two packets, the second once
+      the client has hung up or after ``split_gap`` seconds (the network's delay).
+    """
+
+    def __init__(
+        self,
+        target_port: int,
+        mode: str,
+        hold_from: int = 1,
+        split_gap: float = 1.0,
+    ) -> None:
+        self.target = target_port
+        self.mode = mode
+        self.hold_from = hold_from
+        self.split_gap = split_gap
+        self.held = threading.Event()
+        self.split_done = threading.Event()
+        self.before_release: Callable[[], None] = lambda: None
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+        for s in self._socks:
+            with suppress(OSError):
+                s.close()
+
+    def _accept(self) -> None:
+        with suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+                self._socks += [client, server]
+                idling = threading.Event()
+                threading.Thread(
+                    target=self._up, args=(client, server, idling), daemon=True
+                ).start()
+                threading.Thread(
+                    target=self._down, args=(server, client, idling), daemon=True
+                ).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, idling: threading.Event) -> None:
+        with suppress(OSError):
+            while data := client.recv(65536):
+                if re.search(rb"^\S+ IDLE\r\n", data, re.M):
+                    idling.set()
+                server.sendall(data)
+        with suppress(OSError):
+            server.shutdown(socket.SHUT_WR)
+
+    def _down(self, server: socket.socket, client: socket.socket, idling: threading.Event) -> None:
+        rest = b""
+        held = b""
+        idles = 0
+        with suppress(OSError):
+            while data := server.recv(65536):
+                if not idling.is_set():
+                    client.sendall(data)
+                    continue
+                rest += data
+                *lines, rest = rest.split(b"\r\n")
+                release = False
+                for line in (x + b"\r\n" for x in lines):
+                    if self.mode == "coalesce" and line.startswith(b"+ "):
+                        idles += 1
+                        if idles >= self.hold_from:
+                            held = line
+                            self.held.set()
+                            continue
+                    if self.mode == "coalesce" and held:
+                        held += line
+                        if b"EXISTS" in line:
+                            release = True
+                        continue
+                    if self.mode == "split" and b"EXISTS" in line:
+                        client.sendall(line[:4])
+                        client.settimeout(self.split_gap)
+                        with suppress(TimeoutError):
+                            client.recv(1, socket.MSG_PEEK)  # the client hanging up
+                        client.settimeout(None)
+                        self.split_done.set()
+                        client.sendall(line[4:])
+                        continue
+                    client.sendall(line)
+                if release:  # with whatever else came in this packet (say, RECENT)
+                    self.before_release()
+                    client.sendall(held)
+                    held = b""
+        with suppress(OSError):
+            client.shutdown(socket.SHUT_WR)
+
+
+def relayed_push_service(practice: Practice, relay: IdleRelay) -> Service:
+    """The practice's service, through ``relay``, polling only hourly (so a pass soon
+    after new mail is push's doing)."""
+    practice.config.write_text(
+        practice.config.read_text()
+        .replace(f"port = {practice.account.port}", f"port = {relay.port}")
+        .replace("[triage]\n", "[triage]\npoll_minutes = 60\n")
+    )
+    return Service(config.load(practice.config))
+
+
+def test_news_in_the_same_packet_as_the_idle_go_ahead_is_not_left_unread(
+    practice: Practice, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mail that lands as an IDLE is renewed is announced right after "+ idling"; when
+    both come in one packet, imaplib reads both into its buffer and returns the first.
+    The watcher then waits on the socket, which has nothing more to say: the news sat
+    unread until the next renewal (25 minutes) or poll."""
+    import inbox_guard.push
+
+    monkeypatch.setattr(inbox_guard.push, "IDLE_SECONDS", 1.0)  # the first IDLE only
+    relay = IdleRelay(account.port, "coalesce", hold_from=2)
+    # From the held IDLE on, renewals come at the usual time again.
+    relay.before_release = lambda: monkeypatch.setattr(inbox_guard.push, "IDLE_SECONDS", 1500)
+    service = relayed_push_service(practice, relay)
+    try:
+        assert started(service)
+        assert relay.held.wait(30)  # the renewed IDLE's "+ idling" is held
+        uid = account.append(message(subject="as IDLE was renewed"), out_of_hours_recently())
+        assert wait_for(service, "triage", timeout=10)
+        assert account.snapshot()[uid]["flags"] == {KW}
+    finally:
+        service.stop()
+        relay.close()
+
+
+def test_an_announcement_split_across_packets_is_read_whole(
+    practice: Practice, account: Account, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line that comes in two TCP segments (any network may do it) woke the watcher
+    with half a line: imaplib called that an "unterminated line", push dropped the
+    connection as failed and came back after a backoff that a 25-minute renewal alone
+    resets (5 s, then 10, 20 ... up to 5 minutes), the news held back meanwhile."""
+    caplog.set_level(logging.INFO, logger="inbox_guard")
+    relay = IdleRelay(account.port, "split")
+    service = relayed_push_service(practice, relay)
+    try:
+        assert started(service)
+        begun = time.monotonic()
+        uid = account.append(message(subject="split"), out_of_hours_recently())
+        assert wait_for(service, "triage", timeout=20)
+        assert relay.split_done.is_set()
+        assert "push: " not in "".join(
+            r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+        )
+        assert time.monotonic() - begun < 4  # not after a backoff (5 s, give or take)
+        assert account.snapshot()[uid]["flags"] == {KW}
+    finally:
+        service.stop()
+        relay.close()
+
+
+@pytest.fixture(scope="module")
+def tls_dovecot() -> Iterator[Dovecot]:
+    with Dovecot(tls=True) as server:
+        yield server
+
+
+def test_push_over_tls_announces_mail_within_seconds(
+    tmp_path: Path, tls_dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IDLE over TLS: the watcher is woken by TLS records, and reading without waiting
+    ends in SSLWantReadError rather than an empty read."""
+    user, password = tls_dovecot.user("tls-push")
+    account = Account(tls_dovecot, user, password)
+    monkeypatch.setenv(PASSWORD_ENV, password)
+    p = write_practice(tmp_path, account)
+    shutil.copy(tls_dovecot.cert, p.config.parent / "private-ca.pem")
+    text = p.config.read_text().replace(
+        f"port = {tls_dovecot.port}", f"port = {tls_dovecot.tls_port}"
+    )
+    text = text.replace('security = "plain"', 'security = "tls"\nca_file = "private-ca.pem"')
+    text = text.replace('host = "127.0.0.1"', 'host = "localhost"')
+    p.config.write_text(text.replace("[triage]\n", "[triage]\npoll_minutes = 60\n"))
+    service = Service(config.load(p.config))
+    try:
+        assert started(service)
+        for n in range(3):  # each announcement read, the IDLE going on
+            uid = account.append(message(subject=f"over TLS {n}"), out_of_hours_recently())
+            assert wait_for(service, "triage", timeout=10)
+            assert account.snapshot()[uid]["flags"] == {KW}
+            assert service.push.waiting.is_set()
+    finally:
+        service.stop()

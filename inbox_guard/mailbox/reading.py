@@ -4,18 +4,23 @@ and news of arriving mail (NOOP, IDLE)."""
 
 from __future__ import annotations
 
+import imaplib
 import select
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from typing import Any
 
+from imapclient.imapclient import _parse_untagged_response
+
 from ..errors import MailboxError
 from .parse import Fetched, TextWindow, as_str, batches, body_section, text_part, uid_set
 from .session import Session, translated
 
 FETCH_BATCH = 2000
+MAX_LINE = 1_000_000  # imaplib's limit on a line from the server
 TEXT_BATCH = 250
 
 
@@ -26,6 +31,8 @@ def _announces_mail(responses: list[Any]) -> bool:
 
 class Reading(Session):
     """The read-only operations of :class:`~inbox_guard.mailbox.Mailbox`."""
+
+    _idle_rest = b""  # during IDLE: a line begun, its end not yet come
 
     def has_news(self) -> bool:
         """On a kept selection: has mail arrived or gone since we last looked?
@@ -54,22 +61,56 @@ class Reading(Session):
             _, pending = self._c.noop()
         with translated("IDLE"):
             self._c.idle()
-        return _announces_mail(pending)
+            self._idle_rest = b""
+            # What came in the same packet as "+ idling" is in imaplib's buffer now,
+            # where waiting on the socket would never see it.
+            early, _ = self._idle_lines()
+        return _announces_mail(pending) or _announces_mail(early)
 
     def idle_heard(self) -> tuple[bool, bool]:
         """During IDLE, once the socket is readable: (news, heard), without waiting.
-        ``heard`` is False when no whole line came: the server may have closed the
-        connection (ending IDLE tells), or a TLS record carried no data."""
+        ``heard`` is False when nothing at all came: the server may have closed the
+        connection (ending IDLE tells), or a TLS record carried no data. Half a line
+        is heard (TCP may split a line): its rest is read when it comes."""
         with translated("IDLE"):
-            heard = self._c.idle_check(timeout=0)
-        return _announces_mail(heard), bool(heard)
+            lines, heard = self._idle_lines()
+        return _announces_mail(lines), heard
+
+    def _idle_lines(self) -> tuple[list[Any], bool]:
+        """The whole lines the server has sent during IDLE, imaplib's buffer first,
+        without waiting, and whether any byte came; a line begun is kept for later."""
+        imap = self._c._imap
+        sock = self.socket()
+        sock.setblocking(False)
+        got = b""
+        try:
+            while True:
+                try:
+                    chunk = imap.file.read1(65536)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    break
+                if not chunk:  # nothing more now, or the end of the connection
+                    break
+                got += chunk
+        finally:
+            sock.setblocking(True)
+            self._c._set_read_timeout()
+        *whole, self._idle_rest = (self._idle_rest + got).split(b"\r\n")
+        if len(self._idle_rest) > MAX_LINE:
+            raise imaplib.IMAP4.abort(f"socket error: a line of over {MAX_LINE} bytes")
+        return [_parse_untagged_response(line) for line in whole], bool(got)
 
     def idle_end(self) -> bool:
         """End IDLE; True when mail was announced as it ended. Raises on a dead
         connection."""
         with translated("IDLE"):
+            early: list[Any] = []
+            if self._idle_rest:  # the rest of a line begun: before the answer to DONE
+                rest = self._c._imap._get_line()
+                early = [_parse_untagged_response(self._idle_rest + rest)]
+                self._idle_rest = b""
             _, late = self._c.idle_done()
-        return _announces_mail(late)
+        return _announces_mail(early) or _announces_mail(late)
 
     def socket(self) -> Any:
         """The connection's socket, to wait on (never to read or write)."""
