@@ -258,6 +258,8 @@ class Service:
                     settings, self._connect(), self.state.open(), now, stop=self.stopping
                 )
             except ConnectError:
+                if self.stopping.is_set():  # not another login's timeout
+                    raise
                 # A kept connection may have been closed by the server while idle:
                 # reconnect once before calling it a failure.
                 self._drop_connection()

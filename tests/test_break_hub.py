@@ -5,16 +5,21 @@ bug that was found that way. All mail is synthetic."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import psycopg
 import pytest
@@ -43,6 +48,7 @@ from .conftest import (
 )
 from .dovecot import Dovecot
 from .postgres import Postgres
+from .test_group import SilentServer, silent_server  # noqa: F401  (a fixture)
 from .test_postgres import group_on_postgres, pg_practice  # noqa: F401  (a fixture)
 
 # -- the SQL as PostgreSQL reads it ------------------------------------------------------
@@ -326,3 +332,44 @@ def test_push_over_tls_announces_mail_within_seconds(
             assert service.push.waiting.is_set()
     finally:
         service.stop()
+
+
+# -- stopping ------------------------------------------------------------------------
+
+
+def test_sigterm_while_a_pass_waits_on_a_hung_server_exits_within_seconds(
+    tmp_path: Path,
+    silent_server: SilentServer,  # noqa: F811
+) -> None:
+    """SIGTERM while the pass waits for a hung server's greeting: the process waited
+    for that login to time out, and then for a second one (the pass reconnects once
+    after a ConnectError, stopping or not): twice timeout_seconds (60 s by default;
+    Docker's default grace before SIGKILL is 10 s)."""
+    p = write_practice(tmp_path, Account(cast(Dovecot, silent_server), "alex", "synthetic"))
+    p.config.write_text(
+        p.config.read_text().replace(
+            'security = "plain"\n', 'security = "plain"\ntimeout_seconds = 20\n'
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inbox_guard", "--config", str(p.config), "run"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, PASSWORD_ENV: "synthetic"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not silent_server.accepted:  # the pass is waiting for a greeting
+            assert time.monotonic() < deadline, "no login tried"
+            time.sleep(0.05)  # polling what another process does
+        begun = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=60)
+        took = time.monotonic() - begun
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0
+    assert took < 10, f"took {took:.0f} s to stop"
