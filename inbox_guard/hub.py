@@ -180,7 +180,8 @@ class Hub:
         logins_per_second: float = LOGINS_PER_SECOND,
     ) -> None:
         self.stopping = threading.Event()
-        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="worker")
+        self._prefix = f"worker-{id(self):x}"
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=self._prefix)
         self.scheduler = BackgroundScheduler(timezone=UTC, executors={"default": _Pool(self.pool)})
         self.pacer = Pacer(logins_at_once, logins_per_second, self.stopping)
         self.watcher = Watcher(self.submit)
@@ -196,11 +197,19 @@ class Hub:
         self.scheduler.start()
         self.watcher.start()
 
-    def stop(self) -> None:
-        """Stop watching, let running jobs finish (they see their service stopping),
-        and end the workers."""
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop watching and let running jobs finish (they see their service stopping)
+        for up to ``grace`` seconds (None: as long as they take); False when a job was
+        still running then (say, a login waiting on a server that never answers)."""
         self.stopping.set()
         self.watcher.stop()
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
-        self.pool.shutdown(wait=True)
+            self.scheduler.shutdown(wait=False)
+        self.pool.shutdown(wait=grace is None)
+        if grace is None:
+            return True
+        deadline = time.monotonic() + grace
+        for thread in threading.enumerate():
+            if thread.name.startswith(self._prefix):
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not any(t.name.startswith(self._prefix) for t in threading.enumerate())

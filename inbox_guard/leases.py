@@ -77,8 +77,8 @@ class Leases:
                 with suppress(Exception):
                     self._slots.close()
                 return
-            for name in [n for n, s in self.running.items() if s.stopping.is_set()]:
-                del self.running[name]  # let go after losing its lock
+            for name in [n for n, s in self.running.items() if s.closed.is_set()]:
+                del self.running[name]  # let go after losing its lock (and its jobs)
             share = math.ceil(len(self.practices) / live)
             for name in sorted(self.running)[share:]:
                 log.info("[%s] leases: letting go (%d workers share the practice)", name, live)
@@ -108,8 +108,9 @@ class Leases:
         except BusyError:  # another worker serves them
             service.close(quietly=True)
             return None
-        except InboxGuardError as exc:
-            log.error("[%s] cannot serve: %s", settings.name, exc)
+        except Exception as exc:  # not ours to expect: one line, and the next round
+            why = exc if isinstance(exc, InboxGuardError) else f"{type(exc).__name__}: {exc}"
+            log.error("[%s] cannot serve: %s", settings.name, why)
             service.close(quietly=True)
             return None
         log.info("[%s] leases: serving", settings.name)

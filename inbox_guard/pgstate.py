@@ -15,6 +15,7 @@ it, and cannot write until it has taken the lock again.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -137,7 +138,10 @@ def connect(url: str, schema: str, wait: float, lock: bool = True) -> tuple[Conn
         ) from None
     try:
         raw = psycopg.connect(
-            url, autocommit=True, connect_timeout=10, application_name="inbox-guard"
+            url,
+            autocommit=True,
+            connect_timeout=10,
+            application_name=f"inbox-guard, pid {os.getpid()}",
         )
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -182,7 +186,10 @@ class Slots:
         import psycopg
 
         self._conn = psycopg.connect(
-            self._url, autocommit=True, connect_timeout=10, application_name="inbox-guard workers"
+            self._url,
+            autocommit=True,
+            connect_timeout=10,
+            application_name=f"inbox-guard slot, pid {os.getpid()}",
         )
         return next(
             i

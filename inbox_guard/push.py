@@ -27,6 +27,7 @@ from .model import Settings
 from .timing import IDLE_SECONDS, backoff
 
 RETRY_CAP_SECONDS = 300.0
+STEADY_SECONDS = 60.0  # an IDLE connection that lasted this long is no run of failures
 
 
 class Push:
@@ -51,6 +52,7 @@ class Push:
         self._box: Mailbox | None = None
         self._until = 0.0  # when the IDLE under way is renewed (time.monotonic())
         self._failures = 0
+        self._since = 0.0  # when the connection under way began to IDLE
         self._stopped = False  # push's own: stop() was called
         self.waiting = threading.Event()  # an IDLE is under way (for tests)
         self.off = threading.Event()  # the server has no IDLE: polling only
@@ -84,6 +86,8 @@ class Push:
                     # the last pass, or while push was away) is not announced.
                     self._due_now()
                 self._until = time.monotonic() + IDLE_SECONDS
+                if fresh:
+                    self._since = time.monotonic()
                 self._watch()
                 self.waiting.set()
             except Exception as exc:  # push only ever costs speed, never the service
@@ -130,6 +134,11 @@ class Push:
         self._close()
         if self._over():
             return
+        if self._since and time.monotonic() - self._since > STEADY_SECONDS:
+            # It had worked for a while (a NAT or server that drops quiet connections
+            # every few minutes): a first failure again, not one more in a row.
+            self._failures = 0
+        self._since = 0.0
         self._failures += 1
         delay = jittered(backoff(self._failures, RETRY_CAP_SECONDS))
         self.log.warning("push: %s; polling meanwhile, retrying IDLE in %.0f s", exc, delay)

@@ -61,6 +61,7 @@ class Service:
         self._own_hub = hub is None
         self.hub = hub if hub is not None else Hub()
         self.stopping = threading.Event()
+        self.closed = threading.Event()  # stopped, its jobs gone and its state let go
         self._passed = threading.Event()  # a pass has run: the store knows what came in
         # (job, ok) of the latest jobs, for tests and watchers; the oldest are dropped.
         self.done: queue.Queue[tuple[str, bool]] = queue.Queue(maxsize=100)
@@ -137,7 +138,15 @@ class Service:
                 raise
             except Exception as exc:
                 if isinstance(exc, StoreError) and self.settings.main.state.url:
-                    self.state.drop()  # its session may be gone, and the lock with it
+                    # Its session may be gone, and the lock with it: take it again now,
+                    # or let go at once if another worker has it.
+                    self.state.drop()
+                    with suppress(StoreError):
+                        try:
+                            self.state.open()
+                        except BusyError:
+                            self._let_go()
+                            return
                 if isinstance(exc, InboxGuardError):
                     why = str(exc)
                 else:
@@ -169,8 +178,7 @@ class Service:
             self._finished(job, True)
 
     def _start_push(self) -> None:
-        """Push begins after the first pass (whatever its outcome), so that at start-up
-        the passes come before the IDLE logins."""
+        """Push begins after the first pass (whatever its outcome): passes log in first."""
         if not self._push_started and self.settings.main.triage.push:
             self._push_started = True
             self.hub.submit(self.push.begin)
@@ -378,11 +386,15 @@ class Service:
                     self.scheduler.remove_job(self.job_id(job))
         self.close()
 
+    def busy(self) -> bool:  # one of its jobs is running now
+        return self._lock.locked()
+
     def close(self, quietly: bool = False) -> None:
         """Log out and close the state file (once no job of this service runs)."""
         self.push.stop()
         with self._lock:
             self._drop_connection()
             self.state.release()
+        self.closed.set()
         if not quietly:
             self.log.info("stopped")

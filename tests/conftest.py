@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -410,3 +411,88 @@ def pg_url(postgres: Postgres) -> str:
     with psycopg.connect(postgres.url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     return postgres.url.rsplit("/", 1)[0] + "/" + name
+
+
+class SilentServer:
+    """A port that accepts connections and never says a word (a hung server)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self.listener.accept()[0])
+
+    def hang_up(self) -> None:
+        """Stop listening and close every connection: a client waiting for a greeting
+        reads EOF at once, and later ones are refused."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.listener.close()
+        self.thread.join(timeout=5)
+        assert not self.thread.is_alive()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    try:
+        yield server
+    finally:
+        server.hang_up()
+
+
+def on_postgres(tmp_path: Path, account: Account, url: str) -> Practice:
+    return write_practice(tmp_path, account, extra=f'\n[state]\nurl = "{url}"\n')
+
+
+@pytest.fixture
+def pg_practice(
+    tmp_path: Path, account: Account, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Practice:
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    return on_postgres(tmp_path, account, pg_url)
+
+
+def group_on_postgres(
+    folder: Path, server: Dovecot, url: str, n: int, users: str = "lease"
+) -> Path:
+    """A group file of ``n`` practitioners (mail users ``<users>0``, ``<users>1``...),
+    each with the test client Jane, their state in one PostgreSQL; what they share is
+    written once."""
+    (folder / "clients").mkdir(parents=True)
+    text = [
+        'timezone = "Europe/London"',
+        "[triage]",
+        "poll_minutes = 60",
+        'drafts = "per-message"',
+        "[hours]",
+        'mon = ["09:00-17:00"]',
+        "[state]",
+        f'url = "{url}"',
+        "lease_seconds = 2",
+        "",
+    ]
+    for i in range(n):
+        user, _ = server.user(f"{users}{i}")
+        (folder / "clients" / f"p{i}").mkdir()
+        (folder / "clients" / f"p{i}" / "jane-doe.toml").write_text(CLIENTS["jane-doe"])
+        text += [
+            "[[accounts]]",
+            f'id = "p{i}"',
+            # Each as Alex, whom the test mail is to (a holding reply needs that).
+            f'therapist = {{ name = "P{i}", email = "alex@example.org", emergency_text = "999" }}',
+            f'account = {{ host = "127.0.0.1", port = {server.port}, security = "plain", '
+            f'username = "{user}", password_env = "{PASSWORD_ENV}" }}',
+            "",
+        ]
+    path = folder / "group.toml"
+    path.write_text("\n".join(text))
+    return path

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
-from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ from .conftest import (
     Account,
     Capsys,
     Practice,
+    SilentServer,
     fire,
     message,
     out_of_hours_recently,
@@ -73,42 +71,6 @@ def test_one_practitioners_dead_server_does_not_stop_the_others_pass(
     assert (folder / "alex" / "state.sqlite3").exists()
     assert list((folder / "alex" / "agendas").rglob("*.md"))
     assert not (folder / "bea" / "agendas").exists()
-
-
-class SilentServer:
-    """A port that accepts connections and never says a word (a hung server)."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        with suppress(OSError):
-            while True:
-                self.accepted.append(self.listener.accept()[0])
-
-    def hang_up(self) -> None:
-        """Stop listening and close every connection: a client waiting for a greeting
-        reads EOF at once, and later ones are refused."""
-        with suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        self.listener.close()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
-        for conn in self.accepted:
-            conn.close()
-
-
-@pytest.fixture
-def silent_server() -> Iterator[SilentServer]:
-    server = SilentServer()
-    try:
-        yield server
-    finally:
-        server.hang_up()
 
 
 def test_one_practitioners_hung_server_does_not_delay_the_others_pass(

@@ -22,7 +22,6 @@ from inbox_guard.service import Service
 from inbox_guard.store import Store
 
 from .conftest import (
-    CLIENTS,
     KW,
     MONDAY_8,
     PASSWORD_ENV,
@@ -33,33 +32,22 @@ from .conftest import (
     Practice,
     drafts,
     fire,
+    group_on_postgres,
     kill_at,
     message,
+    on_postgres,
     out_of_hours_recently,
     started,
     wait_for,
-    write_practice,
 )
 from .dovecot import Dovecot
 from .postgres import Postgres
-
-
-def on_postgres(tmp_path: Path, account: Account, url: str) -> Practice:
-    return write_practice(tmp_path, account, extra=f'\n[state]\nurl = "{url}"\n')
 
 
 def rows(url: str, sql: str, schema: str = "inbox_guard") -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
         conn.execute(f"SET search_path TO {schema}")
         return conn.execute(sql).fetchall()
-
-
-@pytest.fixture
-def pg_practice(
-    tmp_path: Path, account: Account, pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Practice:
-    monkeypatch.setenv(PASSWORD_ENV, account.password)
-    return on_postgres(tmp_path, account, pg_url)
 
 
 def test_a_pass_on_postgres_marks_drafts_and_notes_exactly_once(
@@ -192,40 +180,6 @@ def test_an_unreachable_database_is_one_line(
     assert "cannot connect" in line and "schema inbox_guard" in line
 
 
-def group_on_postgres(folder: Path, server: Dovecot, url: str, n: int) -> Path:
-    """A group file of ``n`` practitioners, each with the test client Jane, their state
-    in one PostgreSQL; what they share is written once."""
-    (folder / "clients").mkdir(parents=True)
-    text = [
-        'timezone = "Europe/London"',
-        "[triage]",
-        "poll_minutes = 60",
-        'drafts = "per-message"',
-        "[hours]",
-        'mon = ["09:00-17:00"]',
-        "[state]",
-        f'url = "{url}"',
-        "lease_seconds = 2",
-        "",
-    ]
-    for i in range(n):
-        user, _ = server.user(f"lease{i}")
-        (folder / "clients" / f"p{i}").mkdir()
-        (folder / "clients" / f"p{i}" / "jane-doe.toml").write_text(CLIENTS["jane-doe"])
-        text += [
-            "[[accounts]]",
-            f'id = "p{i}"',
-            # Each as Alex, whom the test mail is to (a holding reply needs that).
-            f'therapist = {{ name = "P{i}", email = "alex@example.org", emergency_text = "999" }}',
-            f'account = {{ host = "127.0.0.1", port = {server.port}, security = "plain", '
-            f'username = "{user}", password_env = "{PASSWORD_ENV}" }}',
-            "",
-        ]
-    path = folder / "group.toml"
-    path.write_text("\n".join(text))
-    return path
-
-
 class Worker:
     """``inbox-guard run`` as a process of its own, its log read as it comes."""
 
@@ -326,3 +280,58 @@ def test_the_service_carries_on_after_postgresql_restarts(
         finally:
             service.stop()
         assert rows(pg.url, "SELECT count(*) FROM contact WHERE done_at IS NOT NULL") == [(1,)]
+
+
+def test_a_worker_that_loses_its_sessions_lets_go_and_nothing_is_served_twice(
+    dovecot: Dovecot, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker a is frozen and its database sessions are cut (a long pause, a network
+    blip): its locks go with them and b takes every practitioner. When a wakes, it
+    finds them taken as soon as it touches their state, and lets go; then the two
+    share again. Each message is drafted once, by b."""
+    monkeypatch.setenv(PASSWORD_ENV, dovecot.password)
+    n = 4
+    group = group_on_postgres(tmp_path, dovecot, pg_url, n, users="cut")
+    names = {f"p{i}" for i in range(n)}
+    a, b = Worker(group, "a"), Worker(group, "b")
+    try:
+        until(lambda: len(a.serving()) == len(b.serving()) == n // 2, 60, "shared", a, b)
+        had = a.serving()
+        a.proc.send_signal(signal.SIGSTOP)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            cut = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name LIKE %s",
+                (f"inbox-guard%pid {a.proc.pid}",),
+            ).fetchone()
+        assert cut is not None and cut[0] == n // 2 + 1  # its practitioners' and its slot
+        mark = b.log.stat().st_size
+        until(
+            lambda: all(f"[{x}] leases: serving" in b.log.read_text()[mark:] for x in had),
+            30,
+            "b takes a's share",
+            b,
+        )
+        for i in range(n):
+            Account(dovecot, f"cut{i}", dovecot.password).append(
+                message(subject=f"after the cut, p{i}"), out_of_hours_recently()
+            )
+        until(lambda: all(b.marked(x) for x in names), 30, "b marks every message", b)
+        a.proc.send_signal(signal.SIGCONT)
+        until(
+            lambda: "another worker serves this practitioner now" in a.log.read_text(),
+            30,
+            "a lets go",
+            a,
+            b,
+        )
+        until(lambda: len(a.serving()) == len(b.serving()) == n // 2, 60, "shared again", a, b)
+    finally:
+        for w in (a, b):
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGCONT)
+                w.proc.send_signal(signal.SIGTERM)
+                w.proc.wait(timeout=30)
+    for i in range(n):
+        account = Account(dovecot, f"cut{i}", dovecot.password)
+        assert len(drafts(account)) == 1

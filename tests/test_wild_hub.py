@@ -39,6 +39,8 @@ from .conftest import (
     Account,
     Capsys,
     Practice,
+    SilentServer,
+    group_on_postgres,
     message,
     out_of_hours_recently,
     started,
@@ -48,14 +50,12 @@ from .conftest import (
 )
 from .dovecot import Dovecot
 from .postgres import Postgres
-from .test_group import SilentServer, silent_server  # noqa: F401  (a fixture)
-from .test_postgres import group_on_postgres, pg_practice  # noqa: F401  (a fixture)
 
 # -- the SQL as PostgreSQL reads it ------------------------------------------------------
 
 
 def test_an_unreadable_message_does_not_fail_every_pass_on_postgres(
-    pg_practice: Practice,  # noqa: F811
+    pg_practice: Practice,
     account: Account,
     capsys: Capsys,
 ) -> None:
@@ -109,7 +109,7 @@ def test_two_practitioners_never_share_a_schema(
     different advisory locks. Both could be served at once, each overwriting the
     other's position in the inbox (mail missed) and contacts. A config that does it is
     refused, or each gets a schema of their own."""
-    group = group_on_postgres(tmp_path, dovecot, pg_url, 2)
+    group = group_on_postgres(tmp_path, dovecot, pg_url, 2, users="long")
     long = "practitioner-with-a-really-quite-long-identifier-abc"  # 52 characters
     group.write_text(
         group.read_text()
@@ -339,7 +339,7 @@ def test_push_over_tls_announces_mail_within_seconds(
 
 def test_sigterm_while_a_pass_waits_on_a_hung_server_exits_within_seconds(
     tmp_path: Path,
-    silent_server: SilentServer,  # noqa: F811
+    silent_server: SilentServer,
 ) -> None:
     """SIGTERM while the pass waits for a hung server's greeting: the process waited
     for that login to time out, and then for a second one (the pass reconnects once
