@@ -74,16 +74,29 @@ def sockets(pid: int) -> int:
     return count
 
 
-def group_file(folder: Path, server: Dovecot, n: int) -> Path:
-    text = ['timezone = "Europe/London"', "[triage]", "poll_minutes = 60", ""]
+def group_file(
+    folder: Path,
+    server: Dovecot,
+    n: int,
+    users: str = "bench",
+    shared: tuple[str, ...] = (),
+    client: str = "",
+) -> Path:
+    """A group file of ``n`` practitioners on ``server`` (mail users ``<users>0``...),
+    with the ``shared`` lines written once at the top and ``client`` as each one's
+    client file (none when empty)."""
+    text = ['timezone = "Europe/London"', "[triage]", "poll_minutes = 60", *shared, ""]
     for i in range(n):
-        user, password = server.user(f"bench{i}")
+        user, password = server.user(f"{users}{i}")
         os.environ[f"BENCH_PW_{i}"] = password
         (folder / "clients" / f"p{i}").mkdir(parents=True)
+        if client:
+            (folder / "clients" / f"p{i}" / "jane-doe.toml").write_text(client)
         text += [
             "[[accounts]]",
             f'id = "p{i}"',
-            f'therapist = {{ name = "P{i}", email = "p{i}@example.org", emergency_text = "999" }}',
+            # Each as Alex, whom the synthetic mail is to (a holding reply needs that).
+            f'therapist = {{ name = "P{i}", email = "alex@example.org", emergency_text = "999" }}',
             f'account = {{ host = "127.0.0.1", port = {server.port}, security = "plain", '
             f'username = "{user}", password_env = "BENCH_PW_{i}" }}',
             "",
@@ -212,35 +225,15 @@ sessions = { rrule = "FREQ=WEEKLY;BYDAY=WE", start = "2026-09-02T10:00" }
 
 def shared_group(folder: Path, server: Dovecot, url: str, n: int) -> Path:
     """``n`` practitioners on one Dovecot, each with the client Jane, state in ``url``."""
-    (folder / "clients").mkdir(parents=True)
-    text = [
-        'timezone = "Europe/London"',
-        "[triage]",
-        "poll_minutes = 60",
+    shared = (
         'drafts = "per-message"',
         "[hours]",
         'mon = ["09:00-17:00"]',
         "[state]",
         f'url = "{url}"',
         "lease_seconds = 5",
-        "",
-    ]
-    for i in range(n):
-        user, password = server.user(f"shared{i}")
-        os.environ[f"BENCH_PW_{i}"] = password
-        (folder / "clients" / f"p{i}").mkdir()
-        (folder / "clients" / f"p{i}" / "jane-doe.toml").write_text(CLIENT)
-        text += [
-            "[[accounts]]",
-            f'id = "p{i}"',
-            f'therapist = {{ name = "P{i}", email = "alex@example.org", emergency_text = "999" }}',
-            f'account = {{ host = "127.0.0.1", port = {server.port}, security = "plain", '
-            f'username = "{user}", password_env = "BENCH_PW_{i}" }}',
-            "",
-        ]
-    path = folder / "group.toml"
-    path.write_text("\n".join(text))
-    return path
+    )
+    return group_file(folder, server, n, users="shared", shared=shared, client=CLIENT)
 
 
 def serving(log: Path, taken: str = "pass: scanned") -> set[str]:
