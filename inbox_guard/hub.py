@@ -121,10 +121,6 @@ class Watcher:
         self._wake_r.close()
         self._wake_w.close()
 
-    @property
-    def watching(self) -> int:
-        return len(self._until)
-
     def _apply_changes(self) -> None:
         with self._lock:
             changes, self._changes = self._changes, []

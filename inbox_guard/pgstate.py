@@ -84,7 +84,6 @@ class Connection:
     def __init__(self, conn: Any, name: str) -> None:
         self._conn = conn
         self._name = name
-        self.row_factory: object = None  # set by the store for sqlite3; rows are Row here
 
     def execute(self, sql: str, params: Iterable[object] = ()) -> Any:
         import psycopg
@@ -97,16 +96,6 @@ class Connection:
 
     def close(self) -> None:
         self._conn.close()
-
-
-class AdvisoryLock:
-    """The practitioner's lock, held by the store's own session (see the module)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def release(self) -> None:
-        pass  # closing the session releases it
 
 
 def _bool_as_integer(conn: Any) -> None:

@@ -189,14 +189,9 @@ class Database:
             return cls.open(settings.state_path, wait)
         from . import pgstate
 
+        # The lock is the session's own: closing the connection releases it.
         conn, where = pgstate.connect(settings.main.state.url, settings.state_schema, wait)
-        store = cls(conn, where, pgstate.AdvisoryLock(conn))
-        try:
-            store._migrate()
-        except BaseException:
-            store.close()
-            raise
-        return store
+        return cls(conn, where)._migrated()
 
     @classmethod
     def snapshot_for(cls, settings: Settings) -> Self:
@@ -207,16 +202,7 @@ class Database:
         from . import pgstate
 
         conn, where = pgstate.connect(settings.main.state.url, settings.state_schema, 0, lock=False)
-        store = cls(conn, where)
-        store._discard = True
-        try:
-            store._execute("BEGIN")
-            store._depth = 1
-            store._migrate()
-        except BaseException:
-            store.close()
-            raise
-        return store
+        return cls(conn, where)._migrated(discard=True)
 
     @classmethod
     def open(cls, path: Path, wait: float = LOCK_WAIT_SECONDS, held: Lock | None = None) -> Self:
@@ -225,20 +211,26 @@ class Database:
         With ``held`` (the lock, already taken), closing leaves the lock alone.
         A file the program did not create is never changed or chmod-ed."""
         conn, lock = connect(path, wait, held)
-        store = cls(conn, str(path), None if held else lock)
+        return cls(conn, str(path), None if held else lock)._migrated()
+
+    def _migrated(self, discard: bool = False) -> Self:
+        """Migrated (with ``discard``, inside one transaction rolled back at close), or
+        closed and the error raised."""
         try:
-            store._migrate()
+            if discard:
+                self._discard = True
+                self._execute("BEGIN")
+                self._depth = 1
+            self._migrate()
         except BaseException:
-            store.close()
+            self.close()
             raise
-        return store
+        return self
 
     @classmethod
     def snapshot(cls, path: Path) -> Self:
         """An in-memory copy for dry runs: reads the file if any, never writes it."""
-        store = cls(snapshot(path), str(path))
-        store._migrate()
-        return store
+        return cls(snapshot(path), str(path))._migrated()
 
     def close(self) -> None:
         if self._discard:

@@ -496,3 +496,13 @@ def group_on_postgres(
     path = folder / "group.toml"
     path.write_text("\n".join(text))
     return path
+
+
+def cli(p: Practice, *args: str) -> subprocess.CompletedProcess[str]:
+    """``inbox-guard --config <p> ARGS`` as a process of its own: its status and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "inbox_guard", "--config", str(p.config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

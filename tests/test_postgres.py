@@ -30,6 +30,7 @@ from .conftest import (
     Account,
     Capsys,
     Practice,
+    cli,
     drafts,
     fire,
     group_on_postgres,
@@ -87,12 +88,7 @@ def test_one_worker_per_practitioner_on_postgres(
     try:
         with pytest.raises(BusyError, match="another inbox-guard is working on this state"):
             Store.open_for(settings, wait=0.3)
-        done = subprocess.run(
-            [sys.executable, "-m", "inbox_guard", "--config", str(pg_practice.config), "once"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = cli(pg_practice, "once")
         assert done.returncode == 1
         [line] = done.stderr.strip().splitlines()
         assert "another inbox-guard is working on this state" in line
@@ -169,12 +165,7 @@ def test_an_unreachable_database_is_one_line(
 
     monkeypatch.setenv(PASSWORD_ENV, account.password)
     p = on_postgres(tmp_path, account, f"postgresql://postgres@127.0.0.1:{free_port()}/x")
-    done = subprocess.run(
-        [sys.executable, "-m", "inbox_guard", "--config", str(p.config), "once"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cli(p, "once")
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
     assert "cannot connect" in line and "schema inbox_guard" in line

@@ -30,6 +30,7 @@ from .conftest import (
     Account,
     Capsys,
     Practice,
+    cli,
     drafts,
     message,
     unreadable,
@@ -38,15 +39,6 @@ from .conftest import (
 from .dovecot import Dovecot
 from .faults import Cut, CutProxy
 from .hostile_corpus import corpus
-
-
-def cli(p: Practice, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inbox_guard", "--config", str(p.config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def with_setting(p: Practice, after: str, line: str) -> None:
