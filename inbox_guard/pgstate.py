@@ -15,6 +15,7 @@ it, and cannot write until it has taken the lock again.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import time
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .errors import BusyError, StoreError
 
@@ -38,6 +39,27 @@ def where(url: str, schema: str) -> str:
     port = f":{parts.port}" if parts.port else ""
     user = f"{parts.username}@" if parts.username else ""
     return f"{parts.scheme}://{user}{host}{port}{parts.path} (schema {schema})"
+
+
+def tls_options(url: str) -> dict[str, Any]:
+    """Secure by default: a database on another machine is spoken to over TLS with its
+    certificate checked against the system's authorities (libpq's own default,
+    ``prefer``, falls back to plain text). Loopback and Unix sockets, or a ``sslmode``
+    given in the URL or in ``PGSSLMODE``, are left as they are."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    host = parts.hostname or query.get("host", [""])[0]
+    if "sslmode" in query or "PGSSLMODE" in os.environ:
+        return {}
+    if not host or host.startswith("/") or host == "localhost":
+        return {}
+    with suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return {}
+    return {
+        "sslmode": "verify-full",
+        **({} if "sslrootcert" in query else {"sslrootcert": "system"}),
+    }
 
 
 def lock_key(schema: str) -> int:
@@ -131,11 +153,12 @@ def connect(url: str, schema: str, wait: float, lock: bool = True) -> tuple[Conn
             autocommit=True,
             connect_timeout=10,
             application_name=f"inbox-guard, pid {os.getpid()}",
+            **tls_options(url),
         )
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreError(f"{name}: cannot connect: {first}") from exc
-    raw.row_factory = _rows  # type: ignore[assignment]
+    raw.row_factory = _rows
     _bool_as_integer(raw)
     conn = Connection(raw, name)
     try:
@@ -179,6 +202,7 @@ class Slots:
             autocommit=True,
             connect_timeout=10,
             application_name=f"inbox-guard slot, pid {os.getpid()}",
+            **tls_options(self._url),
         )
         return next(
             i

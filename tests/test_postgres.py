@@ -18,6 +18,7 @@ import pytest
 from inbox_guard import config
 from inbox_guard.errors import BusyError, ConfigError
 from inbox_guard.model import Problem
+from inbox_guard.pgstate import tls_options
 from inbox_guard.service import Service
 from inbox_guard.store import Store
 
@@ -326,3 +327,42 @@ def test_a_worker_that_loses_its_sessions_lets_go_and_nothing_is_served_twice(
     for i in range(n):
         account = Account(dovecot, f"cut{i}", dovecot.password)
         assert len(drafts(account)) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        (
+            "postgresql://ig@db.example.org/ig",
+            {"sslmode": "verify-full", "sslrootcert": "system"},
+        ),
+        ("postgresql://ig@10.0.0.5:5433/ig", {"sslmode": "verify-full", "sslrootcert": "system"}),
+        (
+            "postgresql://ig@db.example.org/ig?sslrootcert=/etc/ca.pem",
+            {"sslmode": "verify-full"},
+        ),
+        ("postgresql://ig@db.example.org/ig?sslmode=disable", {}),  # said so in the URL
+        ("postgresql://ig@127.0.0.1/ig", {}),
+        ("postgresql://ig@localhost/ig", {}),
+        ("postgresql://ig@[::1]/ig", {}),
+        ("postgresql:///ig?host=/var/run/postgresql", {}),  # a Unix socket
+    ],
+)
+def test_a_database_on_another_machine_is_spoken_to_over_checked_tls(
+    url: str, options: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    assert tls_options(url) == options
+
+
+def test_a_database_without_tls_is_refused_where_tls_is_asked(
+    tmp_path: Path, account: Account, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The private server has no TLS: where the URL asks for it, nothing is written in
+    plain text; one line says why."""
+    monkeypatch.setenv(PASSWORD_ENV, account.password)
+    p = on_postgres(tmp_path, account, postgres.url + "?sslmode=require")
+    done = cli(p, "once")
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert "cannot connect" in line and "SSL" in line
